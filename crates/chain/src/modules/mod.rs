@@ -1,0 +1,268 @@
+//! OpenLedger's protocol modules, run by the EVM as stateful precompiles.
+//!
+//! A module is plain Rust behind a Solidity interface: it decodes ABI calldata, reads and writes
+//! EVM storage of its own address through revm's journal (so a revert anywhere in the call tree
+//! undoes its writes and the state root covers its state) and pays for what it does in gas, like
+//! a contract would. [`OpenLedgerPrecompiles`] installs every module next to Ethereum's own
+//! precompiles; adding a module is one entry in [`modules`].
+
+pub mod protocol_params;
+
+use alloy_sol_types::SolError;
+use openledger_primitives::{Address, B256, Bytes, U256};
+use revm::context::Cfg;
+use revm::context_interface::{ContextTr, JournalTr};
+use revm::handler::{EthPrecompiles, PrecompileProvider};
+use revm::interpreter::{CallInputs, Gas, InstructionResult, InterpreterResult};
+use revm::primitives::{AddressSet, Log, hardfork::SpecId};
+use std::sync::Arc;
+
+pub use protocol_params::ProtocolParams;
+
+/// Gas every module call pays before doing anything (like a contract call's overhead).
+pub const CALL_BASE_GAS: u64 = 700;
+const COLD_SLOAD_GAS: u64 = 2_100;
+const WARM_READ_GAS: u64 = 100;
+const SSTORE_SET_GAS: u64 = 20_000;
+const SSTORE_RESET_GAS: u64 = 2_900;
+const LOG_GAS: u64 = 375;
+const LOG_TOPIC_GAS: u64 = 375;
+const LOG_DATA_GAS: u64 = 8;
+
+/// Why a module call did not succeed.
+#[derive(Debug)]
+pub enum ModuleError {
+    /// The call reverts with this ABI-encoded payload (a Solidity custom error or `Error(string)`).
+    Revert(Bytes),
+    /// Gas ran out: the call halts and consumes its gas.
+    OutOfGas,
+    /// Storage failed underneath: the whole block execution aborts.
+    Fatal(String),
+}
+
+impl ModuleError {
+    /// Reverts with a Solidity custom error.
+    pub fn revert<E: SolError>(error: E) -> Self {
+        Self::Revert(error.abi_encode().into())
+    }
+
+    /// Reverts with `Error(string)`, which every client decodes as a reason.
+    pub fn reason(message: impl Into<String>) -> Self {
+        Self::Revert(
+            alloy_sol_types::Revert::from(message.into())
+                .abi_encode()
+                .into(),
+        )
+    }
+}
+
+/// What a module sees of the call that reached it.
+pub struct CallContext<'a> {
+    pub caller: Address,
+    pub value: U256,
+    pub is_static: bool,
+    pub input: &'a [u8],
+}
+
+/// A module's access to its own storage and to logs, metered in gas.
+pub trait ModuleHost {
+    fn sload(&mut self, slot: U256) -> Result<U256, ModuleError>;
+    fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError>;
+    fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError>;
+    fn charge(&mut self, gas: u64) -> Result<(), ModuleError>;
+}
+
+/// A protocol module at a fixed address.
+pub trait Module: Send + Sync {
+    fn address(&self) -> Address;
+    fn name(&self) -> &'static str;
+    fn call(&self, call: &CallContext<'_>, host: &mut dyn ModuleHost)
+    -> Result<Bytes, ModuleError>;
+}
+
+/// Every module the chain runs. Order does not matter; addresses must be unique.
+pub fn modules() -> Vec<Arc<dyn Module>> {
+    vec![Arc::new(ProtocolParams)]
+}
+
+/// Ethereum's precompiles plus OpenLedger's modules, as one revm precompile provider.
+#[derive(Clone)]
+pub struct OpenLedgerPrecompiles {
+    eth: EthPrecompiles,
+    modules: Arc<Vec<Arc<dyn Module>>>,
+    addresses: AddressSet,
+}
+
+impl OpenLedgerPrecompiles {
+    pub fn new(spec: SpecId) -> Self {
+        let eth = EthPrecompiles::new(spec);
+        let modules = Arc::new(modules());
+        let addresses = Self::address_set(&eth, &modules);
+        Self {
+            eth,
+            modules,
+            addresses,
+        }
+    }
+
+    fn address_set(eth: &EthPrecompiles, modules: &[Arc<dyn Module>]) -> AddressSet {
+        let mut set = eth.warm_addresses().clone();
+        set.extend(modules.iter().map(|m| m.address()));
+        set
+    }
+
+    fn module(&self, address: &Address) -> Option<&Arc<dyn Module>> {
+        self.modules.iter().find(|m| m.address() == *address)
+    }
+}
+
+struct JournalHost<'a, CTX> {
+    ctx: &'a mut CTX,
+    address: Address,
+    gas: Gas,
+    is_static: bool,
+}
+
+impl<CTX: ContextTr> ModuleHost for JournalHost<'_, CTX> {
+    fn charge(&mut self, gas: u64) -> Result<(), ModuleError> {
+        if self.gas.record_regular_cost(gas) {
+            Ok(())
+        } else {
+            Err(ModuleError::OutOfGas)
+        }
+    }
+
+    fn sload(&mut self, slot: U256) -> Result<U256, ModuleError> {
+        let load = self
+            .ctx
+            .journal_mut()
+            .sload(self.address, slot)
+            .map_err(|e| ModuleError::Fatal(e.to_string()))?;
+        self.charge(if load.is_cold {
+            COLD_SLOAD_GAS
+        } else {
+            WARM_READ_GAS
+        })?;
+        Ok(load.data)
+    }
+
+    fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError> {
+        if self.is_static {
+            return Err(ModuleError::reason("state change in a static call"));
+        }
+        let load = self
+            .ctx
+            .journal_mut()
+            .sstore(self.address, slot, value)
+            .map_err(|e| ModuleError::Fatal(e.to_string()))?;
+        let r = &load.data;
+        // EIP-2200 / EIP-2929 pricing, without refunds.
+        let mut cost = if r.new_value == r.present_value {
+            WARM_READ_GAS
+        } else if r.original_value == r.present_value {
+            if r.original_value.is_zero() {
+                SSTORE_SET_GAS
+            } else {
+                SSTORE_RESET_GAS
+            }
+        } else {
+            WARM_READ_GAS
+        };
+        if load.is_cold {
+            cost += COLD_SLOAD_GAS;
+        }
+        self.charge(cost)
+    }
+
+    fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError> {
+        if self.is_static {
+            return Err(ModuleError::reason("log in a static call"));
+        }
+        self.charge(
+            LOG_GAS + LOG_TOPIC_GAS * topics.len() as u64 + LOG_DATA_GAS * data.len() as u64,
+        )?;
+        self.ctx
+            .journal_mut()
+            .log(Log::new_unchecked(self.address, topics, data));
+        Ok(())
+    }
+}
+
+impl<CTX: ContextTr> PrecompileProvider<CTX> for OpenLedgerPrecompiles {
+    type Output = InterpreterResult;
+
+    fn set_spec(&mut self, spec: <CTX::Cfg as Cfg>::Spec) -> bool {
+        let changed = <EthPrecompiles as PrecompileProvider<CTX>>::set_spec(&mut self.eth, spec);
+        if changed {
+            self.addresses = Self::address_set(&self.eth, &self.modules);
+        }
+        changed
+    }
+
+    fn run(
+        &mut self,
+        ctx: &mut CTX,
+        inputs: &CallInputs,
+    ) -> Result<Option<InterpreterResult>, String> {
+        let Some(module) = self.module(&inputs.bytecode_address).cloned() else {
+            return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, ctx, inputs);
+        };
+        let input = inputs.input.as_bytes(ctx).to_vec();
+        let call = CallContext {
+            caller: inputs.caller,
+            value: inputs.call_value(),
+            is_static: inputs.is_static,
+            input: &input,
+        };
+        // Modules keep state under their own address, whoever delegate-called them.
+        let address = inputs.bytecode_address;
+        ctx.journal_mut()
+            .load_account(address)
+            .map_err(|e| e.to_string())?;
+        ctx.journal_mut().touch_account(address);
+        let mut host = JournalHost {
+            ctx,
+            address,
+            gas: Gas::new(inputs.gas_limit),
+            is_static: inputs.is_static,
+        };
+        let outcome = host
+            .charge(CALL_BASE_GAS)
+            .and_then(|()| module.call(&call, &mut host));
+        let mut gas = host.gas;
+        let result = match outcome {
+            Ok(output) => InterpreterResult::new(InstructionResult::Return, output, gas),
+            Err(ModuleError::Revert(data)) => {
+                InterpreterResult::new(InstructionResult::Revert, data, gas)
+            }
+            Err(ModuleError::OutOfGas) => {
+                gas.spend_all();
+                InterpreterResult::new(InstructionResult::PrecompileOOG, Bytes::new(), gas)
+            }
+            Err(ModuleError::Fatal(e)) => return Err(format!("{} module: {e}", module.name())),
+        };
+        Ok(Some(result))
+    }
+
+    fn warm_addresses(&self) -> &AddressSet {
+        &self.addresses
+    }
+
+    fn contains(&self, address: &Address) -> bool {
+        self.addresses.contains(address)
+    }
+}
+
+/// The ABI-encoded `uint256` a view function returns.
+pub fn encode_u256(value: U256) -> Bytes {
+    alloy_sol_types::SolValue::abi_encode(&value).into()
+}
+
+/// Rejects plain value transfers to a module that does not take payments.
+pub fn non_payable(call: &CallContext<'_>) -> Result<(), ModuleError> {
+    if call.value.is_zero() {
+        Ok(())
+    } else {
+        Err(ModuleError::reason("module function is not payable"))
+    }
+}

@@ -1,0 +1,155 @@
+//! `openledger up`: a single-node devnet on an embedded store.
+
+use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
+use anyhow::{Context, Result};
+use clap::Args;
+use openledger_chain::{ChainSpec, Genesis};
+use openledger_node::consensus::Mining;
+use openledger_node::rpc::RpcConfig;
+use openledger_node::{Node, NodeConfig};
+use openledger_primitives::{Address, DEFAULT_CHAIN_ID, U256, units::ONE_OPEN};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The well-known development mnemonic (also anvil's and hardhat's), so tools that expect its
+/// accounts work unchanged. Never use it for real funds.
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where the chain database and node key live.
+    #[arg(long, env = "OPENLEDGER_DATADIR", default_value_os_t = default_datadir())]
+    pub datadir: PathBuf,
+    /// Interface to serve JSON-RPC (HTTP and WebSocket) on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 8545)]
+    pub port: u16,
+    #[arg(long, default_value_t = DEFAULT_CHAIN_ID)]
+    pub chain_id: u64,
+    /// Seconds between blocks; 0 seals a block as soon as transactions arrive.
+    #[arg(long, default_value_t = 0)]
+    pub block_time: u64,
+    /// Number of prefunded dev accounts (derived from the mnemonic, m/44'/60'/0'/0/i).
+    #[arg(long, default_value_t = 10)]
+    pub accounts: u32,
+    /// OPEN given to each dev account in genesis.
+    #[arg(long, default_value_t = 10_000)]
+    pub balance: u64,
+    #[arg(long, default_value = DEV_MNEMONIC)]
+    pub mnemonic: String,
+}
+
+pub fn default_datadir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".openledger/devnet")
+}
+
+pub fn dev_accounts(mnemonic: &str, count: u32) -> Result<Vec<PrivateKeySigner>> {
+    (0..count)
+        .map(|i| {
+            MnemonicBuilder::<English>::default()
+                .phrase(mnemonic)
+                .index(i)
+                .context("derivation index")?
+                .build()
+                .context(
+                    "cannot derive dev accounts from the mnemonic (is it 12 or 24 valid words?)",
+                )
+        })
+        .collect()
+}
+
+/// The key whose address receives this node's priority tips; created on first start.
+fn node_key(datadir: &Path) -> Result<PrivateKeySigner> {
+    let path = datadir.join("node.key");
+    if let Ok(hex) = std::fs::read_to_string(&path) {
+        return hex
+            .trim()
+            .parse()
+            .with_context(|| format!("{} is not a valid private key", path.display()));
+    }
+    let key = PrivateKeySigner::random();
+    std::fs::create_dir_all(datadir)
+        .with_context(|| format!("cannot create {}", datadir.display()))?;
+    std::fs::write(
+        &path,
+        format!("{}\n", alloy_primitives::hex::encode(key.to_bytes())),
+    )
+    .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(key)
+}
+
+pub fn node_config(
+    args: &UpArgs,
+    accounts: &[PrivateKeySigner],
+    beneficiary: Address,
+) -> NodeConfig {
+    let balance = ONE_OPEN * U256::from(args.balance);
+    NodeConfig {
+        datadir: args.datadir.clone(),
+        spec: ChainSpec::devnet(args.chain_id),
+        genesis: Genesis {
+            alloc: accounts.iter().map(|a| (a.address(), balance)).collect(),
+            ..Default::default()
+        },
+        mining: match args.block_time {
+            0 => Mining::Instant,
+            s => Mining::Interval(Duration::from_secs(s)),
+        },
+        beneficiary,
+        rpc: RpcConfig {
+            addr: SocketAddr::new(args.host, args.port),
+            ..RpcConfig::default()
+        },
+    }
+}
+
+pub fn run(args: UpArgs) -> Result<()> {
+    let accounts = dev_accounts(&args.mnemonic, args.accounts)?;
+    let key = node_key(&args.datadir)?;
+    let config = node_config(&args, &accounts, key.address());
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let node = Node::start(config).await?;
+        let head = node.chain.head();
+        println!("OpenLedger devnet");
+        println!("  chain id:    {}", args.chain_id);
+        println!("  data dir:    {}", args.datadir.display());
+        println!("  head block:  {}", head.header.number);
+        println!("  RPC URL:     http://{}", node.rpc_addr);
+        println!("  WS URL:      ws://{}", node.rpc_addr);
+        println!(
+            "  mining:      {}",
+            if args.block_time == 0 {
+                "instant".to_string()
+            } else {
+                format!("every {} s", args.block_time)
+            }
+        );
+        println!(
+            "\nDev accounts ({} OPEN each at genesis; mnemonic \"{}\"):",
+            args.balance, args.mnemonic
+        );
+        for (i, a) in accounts.iter().enumerate() {
+            println!(
+                "  ({i}) {}  private key 0x{}",
+                a.address(),
+                alloy_primitives::hex::encode(a.to_bytes())
+            );
+        }
+        println!("\nListening on {}. Press Ctrl-C to stop.", node.rpc_addr);
+        tokio::signal::ctrl_c().await?;
+        println!("Stopping…");
+        node.stop().await;
+        anyhow::Ok(())
+    })
+}

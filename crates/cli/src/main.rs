@@ -1,0 +1,60 @@
+//! `openledger`: one binary for the devnet, the wallet, proofs and benchmarks.
+//!
+//! `main` parses arguments, runs one command and decides what the user sees and the exit code;
+//! the libraries underneath never print or exit.
+
+mod bench;
+mod devnet;
+mod proof;
+mod wallet;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "openledger",
+    version,
+    about = "OpenLedger: an AI-first blockchain node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a single-node devnet: chain, JSON-RPC and prefunded dev accounts.
+    Up(devnet::UpArgs),
+    /// Manage keystore accounts and send OPEN.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
+    /// Fetch a state proof from a node and check it against the block header's state root.
+    VerifyProof(proof::VerifyArgs),
+    /// Measure transaction throughput against anvil on this machine.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,jsonrpsee=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Up(args) => devnet::run(args),
+        Command::Wallet(cmd) => wallet::run(cmd),
+        Command::VerifyProof(args) => proof::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

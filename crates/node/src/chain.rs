@@ -1,0 +1,308 @@
+//! The chain service: turns ordered transactions into committed blocks.
+//!
+//! It owns the store, the pool and the executor wiring, and knows nothing about who decides the
+//! order of transactions or when a block is due — that is the consensus driver's job
+//! ([`crate::consensus`]). Every driver calls [`Chain::produce_block`] with the same kind of
+//! input, so Solo and a BFT engine share one execution path.
+
+use crate::pool::Pool;
+use crate::store::{BlockDraft, SealedHeader, Store, StoreError, StoredReceipt, StoredTx};
+use alloy_consensus::proofs::{calculate_receipt_root, calculate_transaction_root};
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, Receipt, ReceiptEnvelope, TxType};
+use alloy_eips::eip2718::Typed2718;
+use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_primitives::{Bloom, Log};
+use openledger_chain::modules::protocol_params::{
+    self, BASE_FEE_ELASTICITY, BASE_FEE_MAX_CHANGE_DENOMINATOR, BLOCK_GAS_LIMIT,
+};
+use openledger_chain::spec::next_base_fee;
+use openledger_chain::{BlockContext, ChainSpec, Genesis, RecoveredTx, StateView, TxError};
+use openledger_primitives::{Address, B256, Bytes, keccak256};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+/// A committed block as subscribers see it.
+#[derive(Debug, Clone)]
+pub struct NewBlock {
+    pub header: SealedHeader,
+    /// Every log of the block with its transaction hash and index, in order.
+    pub logs: Vec<(B256, u64, Log)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("block execution failed: {0}")]
+    Execution(String),
+    #[error("the database at {path} belongs to chain {found}, not {expected}")]
+    WrongChain {
+        path: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// Fee-market figures for the next block, read from `ProtocolParams` at the head.
+#[derive(Debug, Clone, Copy)]
+pub struct NextBlock {
+    pub number: u64,
+    pub base_fee: u64,
+    pub gas_limit: u64,
+}
+
+pub struct Chain {
+    pub spec: ChainSpec,
+    pub store: Store,
+    pub pool: Pool,
+    /// Receives priority tips of the blocks this node produces.
+    pub beneficiary: Address,
+    pub blocks: broadcast::Sender<Arc<NewBlock>>,
+    /// One block at a time.
+    producing: Mutex<()>,
+}
+
+impl Chain {
+    /// Opens the chain database under `dir`, writing genesis if it is new.
+    pub fn open(
+        dir: &Path,
+        spec: ChainSpec,
+        genesis: &Genesis,
+        beneficiary: Address,
+    ) -> Result<Self, ChainError> {
+        let path = dir.join("chain.redb");
+        let store = Store::open(&path)?;
+        let head = match store.head() {
+            Some(head) => head,
+            None => store.commit_block(genesis_draft(&spec, genesis))?,
+        };
+        let chain_id_in_db = store
+            .read()?
+            .header(0)?
+            .map(|h| h.header.extra_data.clone());
+        let expected = chain_tag(spec.chain_id);
+        if let Some(found) = chain_id_in_db
+            && found != expected
+        {
+            return Err(ChainError::WrongChain {
+                path: path.display().to_string(),
+                found: String::from_utf8_lossy(&found).into_owned(),
+                expected: String::from_utf8_lossy(&expected).into_owned(),
+            });
+        }
+        let pool = Pool::new(head.header.number);
+        Ok(Self {
+            spec,
+            store,
+            pool,
+            beneficiary,
+            blocks: broadcast::channel(1024).0,
+            producing: Mutex::new(()),
+        })
+    }
+
+    pub fn head(&self) -> SealedHeader {
+        self.store.head().expect("genesis is written on open")
+    }
+
+    /// Base fee and gas limit of the block after the head.
+    pub fn next_block(&self) -> Result<NextBlock, ChainError> {
+        let head = self.head();
+        let state = self.store.read()?.state_at(head.header.number)?;
+        next_block_after(&head, &state).map_err(|e| ChainError::Execution(e.to_string()))
+    }
+
+    /// Decodes, checks and pools a raw transaction.
+    pub fn submit(&self, raw: &[u8]) -> Result<B256, TxError> {
+        let tx = RecoveredTx::decode(raw, self.spec.chain_id, self.spec.max_tx_bytes)?;
+        let head = self.head();
+        let read = self
+            .store
+            .read()
+            .map_err(|e| TxError::Decode(e.to_string()))?;
+        let state = read
+            .state_at(head.header.number)
+            .map_err(|e| TxError::Decode(e.to_string()))?;
+        let next = next_block_after(&head, &state).map_err(|e| TxError::Decode(e.to_string()))?;
+        tx.check_static(self.spec.hardfork, next.gas_limit)?;
+        self.pool.add(tx, &state, next.base_fee)
+    }
+
+    /// Executes the pool's pending transactions (in the order given) as the next block and
+    /// commits it. Returns `None` when `allow_empty` is false and there is nothing to include.
+    pub fn produce_block(
+        &self,
+        timestamp: u64,
+        allow_empty: bool,
+    ) -> Result<Option<Arc<NewBlock>>, ChainError> {
+        let _guard = self.producing.lock().expect("producer lock");
+        let head = self.head();
+        let read = self.store.read()?;
+        let state = read.state_at(head.header.number)?;
+        let next =
+            next_block_after(&head, &state).map_err(|e| ChainError::Execution(e.to_string()))?;
+        let txs = self.pool.peek(next.gas_limit);
+        if txs.is_empty() && !allow_empty {
+            return Ok(None);
+        }
+        let ctx = BlockContext {
+            number: next.number,
+            timestamp: timestamp.max(head.header.timestamp),
+            beneficiary: self.beneficiary,
+            base_fee: next.base_fee,
+            gas_limit: next.gas_limit,
+            prevrandao: keccak256(head.hash),
+        };
+        let executed = openledger_chain::execute_block(&self.spec, &state, &ctx, txs)
+            .map_err(|e| ChainError::Execution(e.to_string()))?;
+        drop(state);
+        drop(read);
+
+        let mut receipts = Vec::with_capacity(executed.txs.len());
+        let mut envelopes = Vec::with_capacity(executed.txs.len());
+        let mut records = Vec::with_capacity(executed.txs.len());
+        let mut bloom = Bloom::default();
+        let mut logs = Vec::new();
+        let mut log_index = 0u64;
+        for (i, t) in executed.txs.iter().enumerate() {
+            let receipt = Receipt {
+                status: t.success.into(),
+                cumulative_gas_used: t.cumulative_gas_used,
+                logs: t.logs.clone(),
+            }
+            .with_bloom();
+            bloom.accrue_bloom(&receipt.logs_bloom);
+            let ty = TxType::try_from(t.tx.envelope.ty()).expect("only known types are admitted");
+            receipts.push(ReceiptEnvelope::from_typed(ty, receipt));
+            envelopes.push(t.tx.envelope.clone());
+            for log in &t.logs {
+                logs.push((t.tx.hash, i as u64, log.clone()));
+            }
+            records.push((
+                t.tx.hash,
+                StoredTx {
+                    block_number: ctx.number,
+                    index: i as u32,
+                    sender: t.tx.sender,
+                    raw: Bytes::from(t.tx.encoded()),
+                },
+                StoredReceipt {
+                    success: t.success,
+                    gas_used: t.gas_used,
+                    cumulative_gas_used: t.cumulative_gas_used,
+                    effective_gas_price: t.effective_gas_price,
+                    contract_address: t.contract_address,
+                    logs: t.logs.clone(),
+                    first_log_index: log_index,
+                },
+            ));
+            log_index += t.logs.len() as u64;
+        }
+        let header = Header {
+            parent_hash: head.hash,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: ctx.beneficiary,
+            state_root: B256::ZERO,
+            transactions_root: calculate_transaction_root(&envelopes),
+            receipts_root: calculate_receipt_root(&receipts),
+            logs_bloom: bloom,
+            difficulty: Default::default(),
+            number: ctx.number,
+            gas_limit: ctx.gas_limit,
+            gas_used: executed.gas_used,
+            timestamp: ctx.timestamp,
+            extra_data: Bytes::new(),
+            mix_hash: ctx.prevrandao,
+            nonce: Default::default(),
+            base_fee_per_gas: Some(ctx.base_fee),
+            withdrawals_root: Some(alloy_consensus::constants::EMPTY_WITHDRAWALS),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: Some(EMPTY_REQUESTS_HASH),
+            ..Default::default()
+        };
+        let included: Vec<B256> = executed.txs.iter().map(|t| t.tx.hash).collect();
+        let skipped: Vec<B256> = executed.skipped.iter().map(|s| s.tx.hash).collect();
+        for s in &executed.skipped {
+            tracing::debug!(tx = %s.tx.hash, reason = %s.reason, "transaction left out of block");
+        }
+        let sealed = self.store.commit_block(BlockDraft {
+            header,
+            txs: records,
+            diff: executed.diff,
+        })?;
+        self.pool.remove(included.into_iter().chain(skipped));
+        let block = Arc::new(NewBlock {
+            header: sealed,
+            logs,
+        });
+        self.pool.committed.send_replace(block.header.header.number);
+        let _ = self.blocks.send(block.clone());
+        Ok(Some(block))
+    }
+}
+
+/// The tag genesis carries in `extraData`, so a database is never opened for another chain.
+fn chain_tag(chain_id: u64) -> Bytes {
+    Bytes::from(format!("openledger:{chain_id}").into_bytes())
+}
+
+fn next_block_after(
+    head: &SealedHeader,
+    state: &impl StateView,
+) -> Result<NextBlock, openledger_chain::StateError> {
+    let denominator = protocol_params::read_u64(state, BASE_FEE_MAX_CHANGE_DENOMINATOR)?;
+    let elasticity = protocol_params::read_u64(state, BASE_FEE_ELASTICITY)?;
+    let gas_limit = protocol_params::read_u64(state, BLOCK_GAS_LIMIT)?;
+    let h = &head.header;
+    let parent_base_fee = h.base_fee_per_gas.unwrap_or_default();
+    // Like the London fork block, the first block keeps the initial base fee; the market
+    // adjusts from there (as anvil does, so fees match it block for block).
+    let base_fee = if h.number == 0 {
+        parent_base_fee
+    } else {
+        next_base_fee(
+            h.gas_used,
+            h.gas_limit,
+            parent_base_fee,
+            denominator,
+            elasticity,
+        )
+    };
+    Ok(NextBlock {
+        number: h.number + 1,
+        base_fee,
+        gas_limit,
+    })
+}
+
+fn genesis_draft(spec: &ChainSpec, genesis: &Genesis) -> BlockDraft {
+    let gas_limit = genesis
+        .params
+        .iter()
+        .find(|(n, _)| n == BLOCK_GAS_LIMIT)
+        .map(|(_, v)| v.saturating_to())
+        .unwrap_or(30_000_000);
+    let header = Header {
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        transactions_root: alloy_consensus::constants::EMPTY_ROOT_HASH,
+        receipts_root: alloy_consensus::constants::EMPTY_ROOT_HASH,
+        gas_limit,
+        timestamp: genesis.timestamp,
+        extra_data: chain_tag(spec.chain_id),
+        base_fee_per_gas: Some(spec.initial_base_fee),
+        withdrawals_root: Some(alloy_consensus::constants::EMPTY_WITHDRAWALS),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: Some(EMPTY_REQUESTS_HASH),
+        ..Default::default()
+    };
+    BlockDraft {
+        header,
+        txs: Vec::new(),
+        diff: genesis.state(),
+    }
+}

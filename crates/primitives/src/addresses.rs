@@ -1,0 +1,19 @@
+//! Fixed addresses of the protocol.
+//!
+//! OpenLedger's modules are stateful precompiles at well-known addresses so that any EVM wallet
+//! can call them and their state lives in ordinary EVM storage (covered by the state root and
+//! undone by reverts). They occupy `0x…0f01` upwards, far from Ethereum's own precompiles
+//! (`0x01`–`0x11`) so future Ethereum forks cannot collide with them.
+
+use alloy_primitives::{Address, address};
+
+/// The protocol treasury: receives every block's base fee (instead of burning it) and is spent
+/// only by governance.
+pub const TREASURY: Address = address!("0x0000000000000000000000000000000000000f00");
+
+/// `ProtocolParams`: the protocol's tunable parameters, read by the chain and by services.
+pub const PROTOCOL_PARAMS: Address = address!("0x0000000000000000000000000000000000000f01");
+
+/// The account allowed to change protocol parameters. Governance (a later module) will live
+/// here; until it exists nobody can call `ProtocolParams.set`.
+pub const GOVERNANCE: Address = address!("0x0000000000000000000000000000000000000f06");
