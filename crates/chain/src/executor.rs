@@ -184,8 +184,10 @@ pub fn call<V: StateView>(
     spec: &ChainSpec,
     view: V,
     ctx: &BlockContext,
-    tx: revm::context::TxEnv,
+    mut tx: revm::context::TxEnv,
 ) -> Result<CallOutcome, CallError> {
+    // A call is never signed, so its chain id is this chain's.
+    tx.chain_id = Some(spec.chain_id);
     let mut state = BlockState::new(view);
     let mut evm = Context::mainnet()
         .with_db(&mut state)
@@ -232,5 +234,233 @@ fn invalid_message(e: &InvalidTransaction) -> String {
     match e {
         InvalidTransaction::CallGasCostMoreThanGasLimit { .. } => "intrinsic gas too low".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::protocol_params::{BLOCK_GAS_LIMIT, IProtocolParams};
+    use crate::test_utils::{CHAIN_ID, funded, key, recovered, signed, transfer};
+    use alloy_primitives::{TxKind, hex};
+    use alloy_sol_types::{SolCall, SolError};
+    use openledger_primitives::addresses::{GOVERNANCE, PROTOCOL_PARAMS, TREASURY};
+    use revm::context::TxEnv;
+
+    const BENEFICIARY: Address = Address::repeat_byte(0xbe);
+    /// Runtime: `sstore(0, calldataload(0)); log0(0, 0)`, behind init code that returns it.
+    const STORE_AND_LOG: &str = "600c600c600039600c6000f360003560005560006000a000";
+
+    fn spec() -> ChainSpec {
+        ChainSpec::devnet(CHAIN_ID)
+    }
+
+    fn ctx(base_fee: u64) -> BlockContext {
+        BlockContext {
+            number: 1,
+            timestamp: 1_700_000_000,
+            beneficiary: BENEFICIARY,
+            base_fee,
+            gas_limit: 30_000_000,
+            prevrandao: B256::ZERO,
+        }
+    }
+
+    fn balance(diff: &StateDiff, who: Address) -> U256 {
+        diff.accounts[&who]
+            .account
+            .map(|a| a.balance)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn transfer_pays_tip_to_beneficiary_and_base_fee_to_treasury() {
+        let (_, state) = funded(1);
+        let sender = key(0);
+        let to = Address::repeat_byte(0x42);
+        let before = state.accounts[&sender.address()].balance;
+        let block = execute_block(
+            &spec(),
+            &state,
+            &ctx(1_000_000_000),
+            vec![transfer(&sender, 0, to, U256::from(5))],
+        )
+        .unwrap();
+        assert_eq!(block.txs.len(), 1);
+        assert!(block.txs[0].success);
+        assert_eq!(block.gas_used, 21_000);
+        let base = U256::from(21_000u64 * 1_000_000_000);
+        let tip = U256::from(21_000u64 * 1_000_000_000);
+        assert_eq!(balance(&block.diff, to), U256::from(5));
+        assert_eq!(balance(&block.diff, TREASURY), base);
+        assert_eq!(balance(&block.diff, BENEFICIARY), tip);
+        assert_eq!(
+            balance(&block.diff, sender.address()),
+            before - U256::from(5) - base - tip
+        );
+        assert_eq!(
+            block.diff.accounts[&sender.address()]
+                .account
+                .unwrap()
+                .nonce,
+            1
+        );
+    }
+
+    #[test]
+    fn deployed_contract_keeps_storage_and_emits_logs() {
+        let (_, mut state) = funded(1);
+        let deployer = key(0);
+        let deploy = recovered(&signed(
+            &deployer,
+            0,
+            TxKind::Create,
+            U256::ZERO,
+            hex::decode(STORE_AND_LOG).unwrap().into(),
+            200_000,
+        ));
+        let block = execute_block(&spec(), &state, &ctx(1), vec![deploy]).unwrap();
+        let contract = block.txs[0]
+            .contract_address
+            .expect("a create has an address");
+        assert_eq!(contract, deployer.address().create(0));
+        assert!(block.txs[0].success);
+        state.apply(&block.diff);
+
+        let value = B256::with_last_byte(7);
+        let call = recovered(&signed(
+            &deployer,
+            1,
+            TxKind::Call(contract),
+            U256::ZERO,
+            value.0.to_vec().into(),
+            100_000,
+        ));
+        let block = execute_block(&spec(), &state, &ctx(1), vec![call]).unwrap();
+        assert!(block.txs[0].success);
+        assert_eq!(block.txs[0].logs.len(), 1);
+        assert_eq!(block.txs[0].logs[0].address, contract);
+        assert_eq!(
+            block.diff.accounts[&contract].storage[&U256::ZERO],
+            U256::from(7)
+        );
+    }
+
+    #[test]
+    fn transactions_invalid_at_their_position_are_left_out() {
+        let (_, state) = funded(1);
+        let sender = key(0);
+        let to = Address::repeat_byte(1);
+        let txs = vec![
+            transfer(&sender, 0, to, U256::from(1)),
+            transfer(&sender, 0, to, U256::from(2)),
+            transfer(&sender, 5, to, U256::from(3)),
+        ];
+        let block = execute_block(&spec(), &state, &ctx(1), txs).unwrap();
+        assert_eq!(block.txs.len(), 1);
+        assert_eq!(block.skipped.len(), 2);
+        assert_eq!(balance(&block.diff, to), U256::from(1));
+    }
+
+    #[test]
+    fn protocol_params_answers_reads_with_genesis_values() {
+        let (_, state) = funded(0);
+        let input = IProtocolParams::getCall {
+            name: BLOCK_GAS_LIMIT.into(),
+        }
+        .abi_encode();
+        let tx = TxEnv {
+            kind: TxKind::Call(PROTOCOL_PARAMS),
+            data: input.into(),
+            gas_limit: 100_000,
+            ..TxEnv::default()
+        };
+        let out = call(&spec(), &state, &ctx(0), tx).unwrap();
+        assert!(out.success, "{out:?}");
+        assert_eq!(U256::from_be_slice(&out.output), U256::from(30_000_000));
+
+        let unknown = IProtocolParams::getCall {
+            name: "no.such.param".into(),
+        }
+        .abi_encode();
+        let tx = TxEnv {
+            kind: TxKind::Call(PROTOCOL_PARAMS),
+            data: unknown.into(),
+            gas_limit: 100_000,
+            ..TxEnv::default()
+        };
+        let out = call(&spec(), &state, &ctx(0), tx).unwrap();
+        assert!(!out.success);
+        let err = IProtocolParams::UnknownParam::abi_decode(&out.output).unwrap();
+        assert_eq!(err.name, "no.such.param");
+    }
+
+    #[test]
+    fn only_governance_may_change_a_protocol_parameter() {
+        let (_, state) = funded(1);
+        let set = IProtocolParams::setCall {
+            name: BLOCK_GAS_LIMIT.into(),
+            value: U256::from(40_000_000),
+        }
+        .abi_encode();
+        let attempt = recovered(&signed(
+            &key(0),
+            0,
+            TxKind::Call(PROTOCOL_PARAMS),
+            U256::ZERO,
+            set.clone().into(),
+            100_000,
+        ));
+        let block = execute_block(&spec(), &state, &ctx(1), vec![attempt]).unwrap();
+        assert!(!block.txs[0].success, "a user must not set parameters");
+        IProtocolParams::NotGovernance::abi_decode(&block.txs[0].output).unwrap();
+        assert!(
+            block
+                .diff
+                .accounts
+                .get(&PROTOCOL_PARAMS)
+                .is_none_or(|d| d.storage.is_empty())
+        );
+
+        let as_governance = |data: Vec<u8>| TxEnv {
+            caller: GOVERNANCE,
+            kind: TxKind::Call(PROTOCOL_PARAMS),
+            data: data.into(),
+            gas_limit: 200_000,
+            ..TxEnv::default()
+        };
+        let out = call(&spec(), &state, &ctx(0), as_governance(set)).unwrap();
+        assert!(out.success, "{out:?}");
+        let too_big = IProtocolParams::setCall {
+            name: BLOCK_GAS_LIMIT.into(),
+            value: U256::MAX,
+        }
+        .abi_encode();
+        let out = call(&spec(), &state, &ctx(0), as_governance(too_big)).unwrap();
+        IProtocolParams::OutOfBounds::abi_decode(&out.output).unwrap();
+    }
+
+    #[test]
+    fn module_calls_pay_gas_and_fail_cleanly_when_it_runs_out() {
+        let (_, state) = funded(0);
+        let input = IProtocolParams::allCall {}.abi_encode();
+        let tx = |gas| TxEnv {
+            kind: TxKind::Call(PROTOCOL_PARAMS),
+            data: input.clone().into(),
+            gas_limit: gas,
+            ..TxEnv::default()
+        };
+        let ok = call(&spec(), &state, &ctx(0), tx(1_000_000)).unwrap();
+        assert!(ok.success);
+        assert!(
+            ok.gas_used > 21_000 + 14 * 2_100,
+            "each parameter read is a cold sload"
+        );
+        let starved = call(&spec(), &state, &ctx(0), tx(30_000)).unwrap();
+        assert!(!starved.success);
+        assert_eq!(
+            starved.gas_used, 30_000,
+            "an out-of-gas halt consumes the whole limit"
+        );
     }
 }

@@ -15,6 +15,9 @@ pub mod spec;
 pub mod state;
 pub mod tx;
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_utils;
+
 pub use executor::{BlockContext, ExecutedBlock, ExecutedTx, execute_block};
 pub use genesis::Genesis;
 pub use spec::ChainSpec;

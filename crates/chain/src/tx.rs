@@ -213,9 +213,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn signer() -> PrivateKeySigner {
-        "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-            .parse()
-            .unwrap()
+        crate::test_utils::key(0)
     }
 
     fn signed_1559(chain_id: u64, nonce: u64) -> Vec<u8> {

@@ -306,3 +306,266 @@ fn genesis_draft(spec: &ChainSpec, genesis: &Genesis) -> BlockDraft {
         diff: genesis.state(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commitment::ProofError;
+    use openledger_chain::modules::protocol_params::slot;
+    use openledger_chain::test_utils::{CHAIN_ID, key, signed};
+    use openledger_primitives::U256;
+    use openledger_primitives::addresses::{PROTOCOL_PARAMS, TREASURY};
+    use openledger_primitives::units::ONE_OPEN;
+
+    fn genesis() -> Genesis {
+        Genesis {
+            alloc: (0..3)
+                .map(|i| (key(i).address(), ONE_OPEN * U256::from(100)))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &Path) -> Chain {
+        Chain::open(
+            dir,
+            ChainSpec::devnet(CHAIN_ID),
+            &genesis(),
+            Address::repeat_byte(0xbe),
+        )
+        .unwrap()
+    }
+
+    fn send(chain: &Chain, from: u8, nonce: u64, value: u64) -> B256 {
+        let raw = signed(
+            &key(from),
+            nonce,
+            alloy_primitives::TxKind::Call(Address::repeat_byte(9)),
+            U256::from(value),
+            Bytes::new(),
+            21_000,
+        );
+        chain.submit(&raw).unwrap()
+    }
+
+    fn balance_at(chain: &Chain, who: Address, number: u64) -> U256 {
+        let state = chain.store.read().unwrap().state_at(number).unwrap();
+        state
+            .account(who)
+            .unwrap()
+            .map(|a| a.balance)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn restart_keeps_committed_blocks_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hash, head, root) = {
+            let chain = open(dir.path());
+            let hash = send(&chain, 0, 0, 7);
+            let block = chain.produce_block(100, false).unwrap().unwrap();
+            (
+                hash,
+                block.header.header.number,
+                block.header.header.state_root,
+            )
+        };
+        let chain = open(dir.path());
+        assert_eq!(chain.head().header.number, head);
+        assert_eq!(chain.head().header.state_root, root);
+        assert_eq!(
+            balance_at(&chain, Address::repeat_byte(9), head),
+            U256::from(7)
+        );
+        let read = chain.store.read().unwrap();
+        assert!(read.receipt(hash).unwrap().unwrap().success);
+        assert_eq!(read.tx(hash).unwrap().unwrap().block_number, head);
+        // And it builds on the old head.
+        send(&chain, 0, 1, 1);
+        let next = chain.produce_block(101, false).unwrap().unwrap();
+        assert_eq!(
+            next.header.header.parent_hash,
+            chain
+                .store
+                .read()
+                .unwrap()
+                .header(head)
+                .unwrap()
+                .unwrap()
+                .hash
+        );
+    }
+
+    #[test]
+    fn a_database_of_another_chain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        let other = Chain::open(dir.path(), ChainSpec::devnet(7), &genesis(), Address::ZERO);
+        assert!(matches!(other, Err(ChainError::WrongChain { .. })));
+    }
+
+    #[test]
+    fn old_blocks_keep_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = open(dir.path());
+        let sender = key(0).address();
+        send(&chain, 0, 0, 5);
+        chain.produce_block(1, false).unwrap();
+        send(&chain, 0, 1, 5);
+        chain.produce_block(2, false).unwrap();
+        let b0 = balance_at(&chain, sender, 0);
+        let b1 = balance_at(&chain, sender, 1);
+        let b2 = balance_at(&chain, sender, 2);
+        assert_eq!(b0, ONE_OPEN * U256::from(100));
+        assert!(b0 > b1 && b1 > b2);
+        assert!(balance_at(&chain, TREASURY, 2) > balance_at(&chain, TREASURY, 1));
+    }
+
+    #[test]
+    fn proofs_verify_against_the_header_and_fail_when_tampered() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = open(dir.path());
+        send(&chain, 0, 0, 5);
+        let head = chain
+            .produce_block(1, false)
+            .unwrap()
+            .unwrap()
+            .header
+            .clone();
+        let read = chain.store.read().unwrap();
+        let root = head.header.state_root;
+
+        let proof = read.proof(key(0).address(), &[], 1).unwrap();
+        proof.verify(root).unwrap();
+        assert_eq!(proof.account.as_ref().unwrap().nonce, 1);
+
+        let mut forged = proof.clone();
+        forged.account.as_mut().unwrap().balance += U256::from(1);
+        assert!(matches!(
+            forged.verify(root),
+            Err(ProofError::Invalid { .. })
+        ));
+        assert!(matches!(
+            proof.verify(B256::repeat_byte(1)),
+            Err(ProofError::RootMismatch { .. })
+        ));
+
+        let params = read
+            .proof(
+                PROTOCOL_PARAMS,
+                &[slot(BLOCK_GAS_LIMIT), U256::from(12345)],
+                1,
+            )
+            .unwrap();
+        params.verify(root).unwrap();
+        assert_eq!(params.storage[0].value, U256::from(30_000_000));
+        assert_eq!(
+            params.storage[1].value,
+            U256::ZERO,
+            "an unset slot is proven absent"
+        );
+
+        let nobody = read.proof(Address::repeat_byte(0x77), &[], 1).unwrap();
+        assert!(nobody.account.is_none());
+        nobody.verify(root).unwrap();
+
+        // A proof at an older block checks against that block's root, not the head's.
+        let old = read.proof(key(0).address(), &[], 0).unwrap();
+        old.verify(read.header(0).unwrap().unwrap().header.state_root)
+            .unwrap();
+        assert!(old.verify(root).is_err());
+    }
+
+    #[test]
+    fn empty_blocks_keep_the_state_root_and_stay_provable() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = open(dir.path());
+        let genesis_root = chain.head().header.state_root;
+        let block = chain.produce_block(1, true).unwrap().unwrap();
+        assert_eq!(block.header.header.state_root, genesis_root);
+        let read = chain.store.read().unwrap();
+        read.proof(key(1).address(), &[], 1)
+            .unwrap()
+            .verify(genesis_root)
+            .unwrap();
+        assert!(
+            chain.produce_block(2, false).unwrap().is_none(),
+            "no empty block unless asked"
+        );
+    }
+
+    #[test]
+    fn the_pool_refuses_replays_gaps_and_unfunded_transactions_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = open(dir.path());
+        send(&chain, 0, 0, 1);
+        chain.produce_block(1, false).unwrap();
+        let to = Address::repeat_byte(9);
+        let raw = |from: u8, nonce: u64, value: U256| {
+            signed(
+                &key(from),
+                nonce,
+                alloy_primitives::TxKind::Call(to),
+                value,
+                Bytes::new(),
+                21_000,
+            )
+        };
+        assert!(matches!(
+            chain.submit(&raw(0, 0, U256::from(1))),
+            Err(TxError::NonceTooLow { .. })
+        ));
+        assert!(matches!(
+            chain.submit(&raw(0, 3, U256::from(1))),
+            Err(TxError::NonceTooHigh { .. })
+        ));
+        let err = chain
+            .submit(&raw(1, 0, ONE_OPEN * U256::from(1_000)))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("insufficient funds for gas * price + value"),
+            "{err}"
+        );
+        assert!(matches!(
+            chain.submit(&[0xc0, 0x01]),
+            Err(TxError::Decode(_))
+        ));
+        assert!(chain.pool.is_empty());
+
+        let ok = raw(0, 1, U256::from(1));
+        chain.submit(&ok).unwrap();
+        assert_eq!(chain.submit(&ok), Err(TxError::AlreadyKnown));
+        assert_eq!(chain.pool.len(), 1);
+        // A transaction that cannot fit any block is refused up front.
+        let huge = signed(
+            &key(2),
+            0,
+            alloy_primitives::TxKind::Call(to),
+            U256::ZERO,
+            Bytes::new(),
+            40_000_000,
+        );
+        assert_eq!(chain.submit(&huge), Err(TxError::GasLimitExceeded));
+    }
+
+    #[test]
+    fn concurrent_arrivals_share_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = open(dir.path());
+        for from in 0..3 {
+            for nonce in 0..4 {
+                send(&chain, from, nonce, 1);
+            }
+        }
+        let block = chain.produce_block(1, false).unwrap().unwrap();
+        let read = chain.store.read().unwrap();
+        assert_eq!(
+            read.block_tx_hashes(block.header.header.number)
+                .unwrap()
+                .len(),
+            12
+        );
+        assert!(chain.pool.is_empty());
+    }
+}

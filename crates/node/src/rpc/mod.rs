@@ -48,9 +48,10 @@ impl Default for RpcConfig {
     }
 }
 
-pub(crate) struct RpcContext {
-    pub chain: Arc<Chain>,
-    pub config: RpcConfig,
+/// What every method handler sees.
+pub struct RpcContext {
+    pub(crate) chain: Arc<Chain>,
+    pub(crate) config: RpcConfig,
 }
 
 /// Starts the server; it runs until the handle is stopped.
@@ -72,8 +73,7 @@ pub async fn serve(
         .build(config.addr)
         .await?;
     let addr = server.local_addr()?;
-    let module = module(RpcContext { chain, config });
-    Ok((addr, server.start(module)))
+    Ok((addr, server.start(module(chain, config))))
 }
 
 /// Subscription ids as Ethereum clients expect them: "0x" and 32 hex digits (viem and ethers
@@ -111,8 +111,9 @@ impl jsonrpsee::core::traits::IdProvider for HexIdProvider {
     }
 }
 
-fn module(ctx: RpcContext) -> RpcModule<RpcContext> {
-    let mut module = RpcModule::new(ctx);
+/// Every method, without a server: `serve` mounts it, tests call it in-process.
+pub fn module(chain: Arc<Chain>, config: RpcConfig) -> RpcModule<RpcContext> {
+    let mut module = RpcModule::new(RpcContext { chain, config });
     eth::register(&mut module).expect("method names are unique");
     module
 }
