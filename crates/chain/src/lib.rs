@@ -20,6 +20,7 @@ pub mod test_utils;
 
 pub use executor::{BlockContext, ExecutedBlock, ExecutedTx, execute_block};
 pub use genesis::Genesis;
+pub use revm::primitives::hardfork::SpecId;
 pub use spec::ChainSpec;
 pub use state::{AccountState, StateDiff, StateError, StateView};
 pub use tx::{RecoveredTx, TxError};

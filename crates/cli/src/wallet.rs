@@ -61,7 +61,7 @@ pub enum WalletCommand {
         #[arg(long)]
         to: Address,
         /// Amount in OPEN, e.g. 1.5.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         value: String,
         #[arg(long, default_value = "http://127.0.0.1:8545")]
         rpc: String,
@@ -169,12 +169,21 @@ pub fn run(cmd: WalletCommand) -> Result<()> {
         WalletCommand::Balance { account, rpc, keys } => {
             let address = match account.parse::<Address>() {
                 Ok(a) => a,
-                Err(_) => keystore(&keys)?
-                    .list()?
-                    .into_iter()
-                    .find(|(n, _)| *n == account)
-                    .and_then(|(_, a)| a)
-                    .with_context(|| format!("{account:?} is neither an address nor a keystore account with an address"))?,
+                Err(_) => {
+                    let store = keystore(&keys)?;
+                    let listed = store.list()?.into_iter().find(|(n, _)| *n == account);
+                    match listed {
+                        Some((_, Some(address))) => address,
+                        // Foundry keystores carry no address: unlock to learn it.
+                        Some((_, None)) => {
+                            store.unlock(&account, &password(&keys, false)?)?.address()
+                        }
+                        None => bail!(
+                            "{account:?} is neither an address nor an account in {}",
+                            store.dir().display()
+                        ),
+                    }
+                }
             };
             let balance = RpcClient::new(rpc).balance(address)?;
             println!("{} OPEN", format_open(balance));

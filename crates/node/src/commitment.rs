@@ -99,6 +99,7 @@ where
 #[serde(rename_all = "camelCase")]
 pub struct StateProof {
     pub address: Address,
+    #[serde(with = "alloy_serde::quantity")]
     pub block_number: u64,
     pub state_root: B256,
     /// `None` when the account does not exist (the proof then shows its absence).
@@ -128,8 +129,8 @@ pub struct SlotProof {
 /// Why a proof does not hold.
 #[derive(Debug, thiserror::Error)]
 pub enum ProofError {
-    #[error("the proof was made against state root {proof} but the header says {header}")]
-    RootMismatch { proof: B256, header: B256 },
+    #[error("the proof was made against state root {proof}, not the trusted root {trusted}")]
+    RootMismatch { proof: B256, trusted: B256 },
     #[error("the {what} proof is not a valid encoding: {detail}")]
     Malformed { what: String, detail: String },
     #[error("the {what} proof does not match the state root: {detail}")]
@@ -142,7 +143,7 @@ impl StateProof {
         if self.state_root != state_root {
             return Err(ProofError::RootMismatch {
                 proof: self.state_root,
-                header: state_root,
+                trusted: state_root,
             });
         }
         let root = RootHash(state_root.0);
