@@ -26,11 +26,24 @@ pub fn signed(
     input: Bytes,
     gas: u64,
 ) -> Vec<u8> {
+    signed_with_fee(signer, nonce, to, value, input, gas, 10_000_000_000)
+}
+
+/// Like [`signed`] with a chosen fee cap (the tip stays 1 gwei).
+pub fn signed_with_fee(
+    signer: &PrivateKeySigner,
+    nonce: u64,
+    to: TxKind,
+    value: U256,
+    input: Bytes,
+    gas: u64,
+    max_fee_per_gas: u128,
+) -> Vec<u8> {
     let tx = TxEip1559 {
         chain_id: CHAIN_ID,
         nonce,
         gas_limit: gas,
-        max_fee_per_gas: 10_000_000_000,
+        max_fee_per_gas,
         max_priority_fee_per_gas: 1_000_000_000,
         to,
         value,

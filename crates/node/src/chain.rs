@@ -312,7 +312,7 @@ mod tests {
     use super::*;
     use crate::commitment::ProofError;
     use openledger_chain::modules::protocol_params::slot;
-    use openledger_chain::test_utils::{CHAIN_ID, key, signed};
+    use openledger_chain::test_utils::{CHAIN_ID, key, signed, signed_with_fee};
     use openledger_primitives::U256;
     use openledger_primitives::addresses::{PROTOCOL_PARAMS, TREASURY};
     use openledger_primitives::units::ONE_OPEN;
@@ -547,6 +547,39 @@ mod tests {
             40_000_000,
         );
         assert_eq!(chain.submit(&huge), Err(TxError::GasLimitExceeded));
+    }
+
+    #[test]
+    fn a_pending_transaction_is_replaced_only_by_a_ten_percent_higher_fee() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = open(dir.path());
+        let to = alloy_primitives::TxKind::Call(Address::repeat_byte(9));
+        let with_fee = |fee: u128, value: U256| {
+            signed_with_fee(&key(0), 0, to, value, Bytes::new(), 21_000, fee)
+        };
+        chain
+            .submit(&with_fee(10_000_000_000, U256::from(1)))
+            .unwrap();
+        assert_eq!(
+            chain.submit(&with_fee(10_500_000_000, U256::from(2))),
+            Err(TxError::ReplacementUnderpriced)
+        );
+        let replacement = chain
+            .submit(&with_fee(11_000_000_000, U256::from(3)))
+            .unwrap();
+        assert_eq!(chain.pool.len(), 1);
+        // The replaced transaction's cost no longer counts against the sender's funds.
+        let nearly_all = ONE_OPEN * U256::from(100) - U256::from(21_000u64 * 12_100_000_000u64);
+        chain.submit(&with_fee(12_100_000_000, nearly_all)).unwrap();
+        let block = chain.produce_block(1, false).unwrap().unwrap();
+        let read = chain.store.read().unwrap();
+        let included = read.block_tx_hashes(block.header.header.number).unwrap();
+        assert_eq!(included.len(), 1);
+        assert_ne!(
+            included[0], replacement,
+            "the last replacement is the one mined"
+        );
+        assert_eq!(balance_at(&chain, Address::repeat_byte(9), 1), nearly_all);
     }
 
     #[test]

@@ -20,8 +20,16 @@ struct Inner {
     /// Arrival order; a sender's transactions arrive in nonce order because gaps are refused.
     queue: VecDeque<B256>,
     by_hash: HashMap<B256, RecoveredTx>,
-    /// Per sender: nonce → hash of the pending transaction with that nonce.
-    by_sender: HashMap<Address, std::collections::BTreeMap<u64, B256>>,
+    by_sender: HashMap<Address, SenderTxs>,
+}
+
+/// One sender's pending transactions.
+#[derive(Default)]
+struct SenderTxs {
+    /// Nonce → hash of the pending transaction with that nonce.
+    by_nonce: std::collections::BTreeMap<u64, B256>,
+    /// Sum of their maximum costs, kept so admission stays O(log n) per transaction.
+    cost: U256,
 }
 
 pub struct Pool {
@@ -72,7 +80,7 @@ impl Pool {
         match inner
             .by_sender
             .get(&sender)
-            .and_then(|m| m.last_key_value())
+            .and_then(|m| m.by_nonce.last_key_value())
         {
             Some((n, _)) => (*n + 1).max(state_nonce),
             None => state_nonce,
@@ -99,7 +107,7 @@ impl Pool {
         }
         let pending = inner.by_sender.get(&tx.sender);
         let next = pending
-            .and_then(|m| m.last_key_value())
+            .and_then(|m| m.by_nonce.last_key_value())
             .map(|(n, _)| *n + 1)
             .unwrap_or(account.nonce)
             .max(account.nonce);
@@ -111,7 +119,7 @@ impl Pool {
                 next,
             });
         }
-        let replaces = pending.and_then(|m| m.get(&nonce)).copied();
+        let replaces = pending.and_then(|m| m.by_nonce.get(&nonce)).copied();
         if replaces.is_none() && nonce > next {
             return Err(TxError::NonceTooHigh {
                 address: tx.sender,
@@ -126,16 +134,16 @@ impl Pool {
                 base_fee,
             });
         }
-        // Funds must cover this transaction plus everything the sender already has pending.
-        let committed: U256 = pending
-            .map(|m| {
-                m.iter()
-                    .filter(|(n, _)| **n != nonce)
-                    .filter_map(|(_, h)| inner.by_hash.get(h))
-                    .map(RecoveredTx::max_cost)
-                    .fold(U256::ZERO, |a, b| a.saturating_add(b))
-            })
+        // Funds must cover this transaction plus everything the sender already has pending
+        // (less the transaction it replaces, if any).
+        let replaced_cost = replaces
+            .and_then(|h| inner.by_hash.get(&h))
+            .map(RecoveredTx::max_cost)
             .unwrap_or_default();
+        let committed = pending
+            .map(|m| m.cost)
+            .unwrap_or_default()
+            .saturating_sub(replaced_cost);
         let want = tx.max_cost().saturating_add(committed);
         if account.balance < want {
             return Err(TxError::InsufficientFunds {
@@ -154,11 +162,12 @@ impl Pool {
             inner.queue.retain(|h| *h != old_hash);
         }
         let hash = tx.hash;
-        inner
-            .by_sender
-            .entry(tx.sender)
-            .or_default()
-            .insert(nonce, hash);
+        let sender = inner.by_sender.entry(tx.sender).or_default();
+        sender.by_nonce.insert(nonce, hash);
+        sender.cost = sender
+            .cost
+            .saturating_sub(replaced_cost)
+            .saturating_add(tx.max_cost());
         inner.queue.push_back(hash);
         inner.by_hash.insert(hash, tx);
         drop(inner);
@@ -189,8 +198,13 @@ impl Pool {
         for hash in hashes {
             if let Some(tx) = inner.by_hash.remove(&hash) {
                 if let Some(m) = inner.by_sender.get_mut(&tx.sender) {
-                    m.remove(&tx.nonce());
-                    if m.is_empty() {
+                    // Only the transaction still pending under this nonce counts (a
+                    // replacement may have taken its place).
+                    if m.by_nonce.get(&tx.nonce()) == Some(&hash) {
+                        m.by_nonce.remove(&tx.nonce());
+                        m.cost = m.cost.saturating_sub(tx.max_cost());
+                    }
+                    if m.by_nonce.is_empty() {
                         inner.by_sender.remove(&tx.sender);
                     }
                 }
