@@ -143,7 +143,13 @@ describe(`differential: ${NODE_UNDER_TEST} vs anvil`, () => {
     const res = await rpc(node.rpcUrl, 'eth_sendRawTransaction', [step.raw]);
     if (res.error) return { error: res.error };
     const receipt = await waitReceipt(node.rpcUrl, res.result, 60_000);
-    const tx = await rpcResult(node.rpcUrl, 'eth_getTransactionByHash', [res.result]);
+    // anvil can serve the receipt a moment before its transaction lookup shows the block
+    // (transactionIndex null); ask again until the lookup has caught up.
+    let tx = await rpcResult(node.rpcUrl, 'eth_getTransactionByHash', [res.result]);
+    for (let i = 0; i < 50 && (tx?.blockNumber == null || tx?.transactionIndex == null); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      tx = await rpcResult(node.rpcUrl, 'eth_getTransactionByHash', [res.result]);
+    }
     const block = await rpcResult(node.rpcUrl, 'eth_getBlockByNumber', [receipt.blockNumber, false]);
     return { hash: res.result, receipt, tx, block };
   }

@@ -201,7 +201,6 @@ impl Chain {
         }
         let header = Header {
             parent_hash: head.hash,
-            ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: ctx.beneficiary,
             state_root: B256::ZERO,
             transactions_root: calculate_transaction_root(&envelopes),
@@ -216,12 +215,7 @@ impl Chain {
             mix_hash: ctx.prevrandao,
             nonce: Default::default(),
             base_fee_per_gas: Some(ctx.base_fee),
-            withdrawals_root: Some(alloy_consensus::constants::EMPTY_WITHDRAWALS),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(EMPTY_REQUESTS_HASH),
-            ..Default::default()
+            ..prague_header()
         };
         let included: Vec<B256> = executed.txs.iter().map(|t| t.tx.hash).collect();
         let skipped: Vec<B256> = executed.skipped.iter().map(|s| s.tx.hash).collect();
@@ -278,6 +272,20 @@ fn next_block_after(
     })
 }
 
+/// Header fields that Prague-era clients expect to be present, with this chain's values: no
+/// withdrawals, blobs, beacon root or execution requests.
+fn prague_header() -> Header {
+    Header {
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        withdrawals_root: Some(alloy_consensus::constants::EMPTY_WITHDRAWALS),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: Some(EMPTY_REQUESTS_HASH),
+        ..Default::default()
+    }
+}
+
 fn genesis_draft(spec: &ChainSpec, genesis: &Genesis) -> BlockDraft {
     let gas_limit = genesis
         .params
@@ -286,19 +294,13 @@ fn genesis_draft(spec: &ChainSpec, genesis: &Genesis) -> BlockDraft {
         .map(|(_, v)| v.saturating_to())
         .unwrap_or(30_000_000);
     let header = Header {
-        ommers_hash: EMPTY_OMMER_ROOT_HASH,
         transactions_root: alloy_consensus::constants::EMPTY_ROOT_HASH,
         receipts_root: alloy_consensus::constants::EMPTY_ROOT_HASH,
         gas_limit,
         timestamp: genesis.timestamp,
         extra_data: chain_tag(spec.chain_id),
         base_fee_per_gas: Some(spec.initial_base_fee),
-        withdrawals_root: Some(alloy_consensus::constants::EMPTY_WITHDRAWALS),
-        blob_gas_used: Some(0),
-        excess_blob_gas: Some(0),
-        parent_beacon_block_root: Some(B256::ZERO),
-        requests_hash: Some(EMPTY_REQUESTS_HASH),
-        ..Default::default()
+        ..prague_header()
     };
     BlockDraft {
         header,

@@ -111,36 +111,16 @@ pub(super) fn register(
         let state = view.state_at(header.header.number).map_err(internal)?;
         Ok(B256::from(state.storage(address, slot).map_err(internal)?))
     })?;
-    m.register_method(
-        "eth_getBlockByNumber",
-        |p, c, _| -> RpcResult<Option<alloy_rpc_types_eth::Block>> {
-            let mut seq = p.sequence();
-            let tag: BlockNumberOrTag = seq.next()?;
-            let full: Option<bool> = seq.optional_next()?;
-            let view = read(c)?;
-            let Some(header) = lookup(&view, BlockId::Number(tag))? else {
-                return Ok(None);
-            };
-            rpc_block(&view, &header, full.unwrap_or(false))
-                .map(Some)
-                .map_err(internal)
-        },
-    )?;
-    m.register_method(
-        "eth_getBlockByHash",
-        |p, c, _| -> RpcResult<Option<alloy_rpc_types_eth::Block>> {
-            let mut seq = p.sequence();
-            let hash: B256 = seq.next()?;
-            let full: Option<bool> = seq.optional_next()?;
-            let view = read(c)?;
-            let Some(header) = lookup(&view, BlockId::from(hash))? else {
-                return Ok(None);
-            };
-            rpc_block(&view, &header, full.unwrap_or(false))
-                .map(Some)
-                .map_err(internal)
-        },
-    )?;
+    m.register_method("eth_getBlockByNumber", |p, c, _| {
+        let mut seq = p.sequence();
+        let tag: BlockNumberOrTag = seq.next()?;
+        get_block(c, BlockId::Number(tag), seq.optional_next()?)
+    })?;
+    m.register_method("eth_getBlockByHash", |p, c, _| {
+        let mut seq = p.sequence();
+        let hash: B256 = seq.next()?;
+        get_block(c, BlockId::from(hash), seq.optional_next()?)
+    })?;
     m.register_method(
         "eth_getBlockTransactionCountByNumber",
         |p, c, _| -> RpcResult<Option<String>> {
@@ -315,6 +295,21 @@ fn lookup(view: &ReadView, block: BlockId) -> RpcResult<Option<SealedHeader>> {
         },
     };
     view.header(number).map_err(internal)
+}
+
+/// A block with transaction hashes, or full transactions when `full`; `None` if unknown.
+fn get_block(
+    c: &RpcContext,
+    block: BlockId,
+    full: Option<bool>,
+) -> RpcResult<Option<alloy_rpc_types_eth::Block>> {
+    let view = read(c)?;
+    let Some(header) = lookup(&view, block)? else {
+        return Ok(None);
+    };
+    rpc_block(&view, &header, full.unwrap_or(false))
+        .map(Some)
+        .map_err(internal)
 }
 
 /// Like [`lookup`] but a missing block is an error ("header not found"); default `latest`.
