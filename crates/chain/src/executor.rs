@@ -46,6 +46,9 @@ pub struct ExecutedTx {
 pub struct SkippedTx {
     pub tx: RecoveredTx,
     pub reason: String,
+    /// The transaction may still be valid in a later block (it only lacked room in this one);
+    /// otherwise it can never run as it is and should be dropped.
+    pub retry: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +128,7 @@ pub fn execute_block<V: StateView>(
                 skipped.push(SkippedTx {
                     tx,
                     reason: "exceeds remaining block gas".into(),
+                    retry: true,
                 });
                 continue;
             }
@@ -134,6 +138,7 @@ pub fn execute_block<V: StateView>(
                     skipped.push(SkippedTx {
                         tx,
                         reason: invalid.to_string(),
+                        retry: false,
                     });
                     continue;
                 }

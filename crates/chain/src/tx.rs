@@ -76,6 +76,9 @@ pub enum TxError {
     ReplacementUnderpriced,
     #[error("txpool is full")]
     PoolFull,
+    /// Not the transaction's fault: the node could not read its own state.
+    #[error("node state unavailable: {0}")]
+    StateUnavailable(String),
 }
 
 /// Largest init code accepted (EIP-3860).

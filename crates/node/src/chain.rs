@@ -117,14 +117,12 @@ impl Chain {
     pub fn submit(&self, raw: &[u8]) -> Result<B256, TxError> {
         let tx = RecoveredTx::decode(raw, self.spec.chain_id, self.spec.max_tx_bytes)?;
         let head = self.head();
-        let read = self
-            .store
-            .read()
-            .map_err(|e| TxError::Decode(e.to_string()))?;
+        let unavailable = |e: &dyn std::fmt::Display| TxError::StateUnavailable(e.to_string());
+        let read = self.store.read().map_err(|e| unavailable(&e))?;
         let state = read
             .state_at(head.header.number)
-            .map_err(|e| TxError::Decode(e.to_string()))?;
-        let next = next_block_after(&head, &state).map_err(|e| TxError::Decode(e.to_string()))?;
+            .map_err(|e| unavailable(&e))?;
+        let next = next_block_after(&head, &state).map_err(|e| unavailable(&e))?;
         tx.check_static(self.spec.hardfork, next.gas_limit)?;
         self.pool.add(tx, &state, next.base_fee)
     }
@@ -218,7 +216,12 @@ impl Chain {
             ..prague_header()
         };
         let included: Vec<B256> = executed.txs.iter().map(|t| t.tx.hash).collect();
-        let skipped: Vec<B256> = executed.skipped.iter().map(|s| s.tx.hash).collect();
+        let dropped: Vec<B256> = executed
+            .skipped
+            .iter()
+            .filter(|s| !s.retry)
+            .map(|s| s.tx.hash)
+            .collect();
         for s in &executed.skipped {
             tracing::debug!(tx = %s.tx.hash, reason = %s.reason, "transaction left out of block");
         }
@@ -227,7 +230,7 @@ impl Chain {
             txs: records,
             diff: executed.diff,
         })?;
-        self.pool.remove(included.into_iter().chain(skipped));
+        self.pool.remove(included.into_iter().chain(dropped));
         let block = Arc::new(NewBlock {
             header: sealed,
             logs,

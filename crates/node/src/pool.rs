@@ -96,7 +96,7 @@ impl Pool {
     ) -> Result<B256, TxError> {
         let account = state
             .account(tx.sender)
-            .map_err(|e| TxError::Decode(format!("state unavailable: {e}")))?
+            .map_err(|e| TxError::StateUnavailable(e.to_string()))?
             .unwrap_or_default();
         let mut inner = self.inner.lock().expect("pool lock");
         if inner.by_hash.contains_key(&tx.hash) {

@@ -2,6 +2,7 @@
 
 use super::RpcContext;
 use super::error::{self, header_not_found, internal, invalid_params, server};
+use super::filters::{FilterKind, MAX_FILTERS};
 use super::types::{rpc_block, rpc_header, rpc_logs, rpc_receipt, rpc_tx};
 use crate::chain::NewBlock;
 use crate::store::{ReadView, SealedHeader};
@@ -240,6 +241,74 @@ pub(super) fn register(
         }
         RpcResult::Ok(hash)
     })?;
+    m.register_method("eth_newFilter", |p, c, _| -> RpcResult<String> {
+        let (filter,): (Filter,) = p.parse()?;
+        let head = c.chain.head().header.number;
+        // The first poll starts at fromBlock when one is given (as anvil and hardhat do),
+        // else with the next block; later polls report only what is new.
+        let from = filter
+            .get_from_block()
+            .map_or(head + 1, |f| f.min(head + 1));
+        c.filters
+            .install(FilterKind::Logs(Box::new(filter)), from)
+            .ok_or_else(too_many_filters)
+    })?;
+    m.register_method("eth_newBlockFilter", |_, c, _| -> RpcResult<String> {
+        let head = c.chain.head().header.number;
+        c.filters
+            .install(FilterKind::Blocks, head + 1)
+            .ok_or_else(too_many_filters)
+    })?;
+    m.register_method(
+        "eth_newPendingTransactionFilter",
+        |_, c, _| -> RpcResult<String> {
+            let head = c.chain.head().header.number;
+            c.filters
+                .install(FilterKind::PendingTransactions, head + 1)
+                .ok_or_else(too_many_filters)
+        },
+    )?;
+    m.register_method("eth_uninstallFilter", |p, c, _| -> RpcResult<bool> {
+        let (id,): (String,) = p.parse()?;
+        Ok(c.filters.uninstall(&id))
+    })?;
+    m.register_method("eth_getFilterChanges", |p, c, _| -> RpcResult<Value> {
+        let (id,): (String,) = p.parse()?;
+        let head = c.chain.head().header.number;
+        let (kind, from) = c.filters.poll(&id, head).ok_or_else(filter_not_found)?;
+        match kind {
+            FilterKind::Blocks => {
+                let view = read(c)?;
+                let mut hashes = Vec::new();
+                for n in from..=head {
+                    if let Some(h) = view.header(n).map_err(internal)? {
+                        hashes.push(h.hash);
+                    }
+                }
+                Ok(serde_json::to_value(hashes).unwrap_or_default())
+            }
+            // Blocks are sealed on arrival, so nothing stays pending long enough to report.
+            FilterKind::PendingTransactions => Ok(Value::Array(Vec::new())),
+            FilterKind::Logs(filter) => {
+                let to = filter.get_to_block().map_or(head, |t| t.min(head));
+                if from > to {
+                    return Ok(Value::Array(Vec::new()));
+                }
+                let window = (*filter).clone().from_block(from).to_block(to);
+                Ok(serde_json::to_value(get_logs(c, &window)?).unwrap_or_default())
+            }
+        }
+    })?;
+    m.register_method(
+        "eth_getFilterLogs",
+        |p, c, _| -> RpcResult<Vec<alloy_rpc_types_eth::Log>> {
+            let (id,): (String,) = p.parse()?;
+            match c.filters.get(&id).ok_or_else(filter_not_found)? {
+                FilterKind::Logs(filter) => get_logs(c, &filter),
+                _ => Err(server("filter is not a log filter")),
+            }
+        },
+    )?;
     m.register_method(
         "openledger_getProof",
         |p, c, _| -> RpcResult<crate::commitment::StateProof> {
@@ -265,9 +334,20 @@ pub(super) fn register(
     Ok(())
 }
 
+fn filter_not_found() -> ErrorObjectOwned {
+    server("filter not found")
+}
+
+fn too_many_filters() -> ErrorObjectOwned {
+    server(format!(
+        "too many filters installed (at most {MAX_FILTERS})"
+    ))
+}
+
 fn tx_error(e: TxError) -> ErrorObjectOwned {
     match e {
         TxError::Decode(_) | TxError::Oversized { .. } => invalid_params(e.to_string()),
+        TxError::StateUnavailable(_) => internal(e),
         _ => server(e.to_string()),
     }
 }

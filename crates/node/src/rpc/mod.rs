@@ -7,6 +7,7 @@
 
 pub mod error;
 mod eth;
+mod filters;
 mod types;
 
 use crate::chain::Chain;
@@ -52,6 +53,7 @@ impl Default for RpcConfig {
 pub struct RpcContext {
     pub(crate) chain: Arc<Chain>,
     pub(crate) config: RpcConfig,
+    pub(crate) filters: filters::Filters,
 }
 
 /// Starts the server; it runs until the handle is stopped.
@@ -113,7 +115,11 @@ impl jsonrpsee::core::traits::IdProvider for HexIdProvider {
 
 /// Every method, without a server: `serve` mounts it, tests call it in-process.
 pub fn module(chain: Arc<Chain>, config: RpcConfig) -> RpcModule<RpcContext> {
-    let mut module = RpcModule::new(RpcContext { chain, config });
+    let mut module = RpcModule::new(RpcContext {
+        chain,
+        config,
+        filters: Default::default(),
+    });
     eth::register(&mut module).expect("method names are unique");
     module
 }
