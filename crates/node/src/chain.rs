@@ -588,6 +588,30 @@ mod tests {
     }
 
     #[test]
+    fn block_gas_limit_and_fee_market_come_from_protocol_params() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut genesis = genesis();
+        genesis.params = vec![
+            (BLOCK_GAS_LIMIT.to_string(), U256::from(10_000_000)),
+            (BASE_FEE_MAX_CHANGE_DENOMINATOR.to_string(), U256::from(2)),
+        ];
+        let chain = Chain::open(
+            dir.path(),
+            ChainSpec::devnet(CHAIN_ID),
+            &genesis,
+            Address::ZERO,
+        )
+        .unwrap();
+        assert_eq!(chain.next_block().unwrap().gas_limit, 10_000_000);
+        let to = alloy_primitives::TxKind::Call(Address::repeat_byte(9));
+        let big = signed(&key(0), 0, to, U256::ZERO, Bytes::new(), 15_000_000);
+        assert_eq!(chain.submit(&big), Err(TxError::GasLimitExceeded));
+        // Block 1 keeps the initial base fee; after an empty block 1 it halves (denominator 2).
+        chain.produce_block(1, true).unwrap();
+        assert_eq!(chain.next_block().unwrap().base_fee, 500_000_000);
+    }
+
+    #[test]
     fn concurrent_arrivals_share_a_block() {
         let dir = tempfile::tempdir().unwrap();
         let chain = open(dir.path());
