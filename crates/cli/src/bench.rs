@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Skip anvil and measure only this node.
     #[arg(long)]
     pub no_anvil: bool,
+    /// Read calls per method in the read benchmark (eth_getBalance, eth_call); 0 skips it.
+    #[arg(long, default_value_t = 20_000)]
+    pub reads: usize,
 }
 
 struct Run {
@@ -101,6 +104,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         rows.push((ours, theirs));
     }
+    let reads = if args.reads > 0 {
+        let ours = {
+            let node = OurNode::start(accounts.len())?;
+            read_throughput(&node.url, &accounts[0], args.reads, args.concurrency)?
+        };
+        let theirs = match &anvil {
+            Some(bin) => {
+                let node = Anvil::start(bin, accounts.len())?;
+                Some(read_throughput(
+                    &node.url,
+                    &accounts[0],
+                    args.reads,
+                    args.concurrency,
+                )?)
+            }
+            None => None,
+        };
+        Some((ours, theirs))
+    } else {
+        None
+    };
     let exec = execution_throughput(&accounts, args.txs.iter().copied().max().unwrap_or(2000))?;
 
     println!("\nRPC throughput (transfers included per second, send → last receipt)");
@@ -126,6 +150,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
             fmt_rss(ours.peak_rss_kib),
             anvil_rss
         );
+    }
+    if let Some((ours, theirs)) = reads {
+        println!(
+            "\nRead calls ({} per method, {} in flight)",
+            args.reads, args.concurrency
+        );
+        println!(
+            "{:>16}  {:>14}  {:>14}  {:>7}",
+            "method", "openledger", "anvil", "ratio"
+        );
+        for (i, method) in ["eth_getBalance", "eth_call"].iter().enumerate() {
+            let mine = if i == 0 { ours.0 } else { ours.1 };
+            let (other, ratio) = match theirs {
+                Some(t) => {
+                    let other = if i == 0 { t.0 } else { t.1 };
+                    (format!("{other:.0}/s"), format!("{:.2}x", mine / other))
+                }
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "{method:>16}  {:>14}  {other:>14}  {ratio:>7}",
+                format!("{mine:.0}/s")
+            );
+        }
     }
     println!("\nBlock execution without RPC ({} transfers)", exec.txs);
     println!(
@@ -201,6 +249,69 @@ fn drive(url: &str, batches: &[Vec<Vec<u8>>]) -> Result<f64> {
             .map_err(|_| anyhow::anyhow!("sender thread panicked"))??;
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Runtime `return(sload(0))` behind init code that deploys it: the cheapest contract read.
+const READ_SLOT_CONTRACT: &str = "600b600c600039600b6000f360005460005260206000f3";
+
+/// eth_getBalance and eth_call (to a freshly deployed contract) per second, `concurrency`
+/// threads each sending their share back to back.
+fn read_throughput(
+    url: &str,
+    deployer: &PrivateKeySigner,
+    calls: usize,
+    concurrency: usize,
+) -> Result<(f64, f64)> {
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy_eips::eip2718::Encodable2718;
+    use alloy_signer::SignerSync;
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce: 0,
+        gas_limit: 200_000,
+        max_fee_per_gas: 100_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: alloy_primitives::TxKind::Create,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        input: alloy_primitives::hex::decode(READ_SLOT_CONTRACT)?.into(),
+    };
+    let signature = deployer.sign_hash_sync(&tx.signature_hash())?;
+    let raw = TxEnvelope::from(tx.into_signed(signature)).encoded_2718();
+    let client = RpcClient::with_timeout(url.to_string(), Duration::from_secs(60));
+    let hash = client.send_raw(&raw)?;
+    client.wait_receipt(hash, Duration::from_secs(60))?;
+    let contract = deployer.address().create(0);
+    let per_thread = calls.div_ceil(concurrency.max(1));
+    let phase = |method: &'static str, params: serde_json::Value| -> Result<f64> {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..concurrency.max(1))
+            .map(|_| {
+                let client = client.clone();
+                let params = params.clone();
+                std::thread::spawn(move || -> Result<()> {
+                    for _ in 0..per_thread {
+                        client.call::<serde_json::Value>(method, params.clone())?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+        }
+        Ok((per_thread * concurrency.max(1)) as f64 / start.elapsed().as_secs_f64())
+    };
+    let balance = phase(
+        "eth_getBalance",
+        serde_json::json!([deployer.address(), "latest"]),
+    )?;
+    let call = phase(
+        "eth_call",
+        serde_json::json!([{ "to": contract, "data": "0x" }, "latest"]),
+    )?;
+    Ok((balance, call))
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {

@@ -339,10 +339,15 @@ pub struct ReadView {
 
 impl ReadView {
     pub fn head(&self) -> Result<Option<SealedHeader>, StoreError> {
-        match self.txn.open_table(META)?.get(HEAD)? {
-            Some(n) => self.header(n.value()),
+        match self.head_number()? {
+            Some(n) => self.header(n),
             None => Ok(None),
         }
+    }
+
+    /// Number of the last committed block in this snapshot.
+    pub fn head_number(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.txn.open_table(META)?.get(HEAD)?.map(|n| n.value()))
     }
 
     pub fn header(&self, number: u64) -> Result<Option<SealedHeader>, StoreError> {
@@ -446,7 +451,7 @@ impl ReadView {
 
     /// The state after block `number` (the latest state when `number` is the head).
     pub fn state_at(&self, number: u64) -> Result<StateAt, StoreError> {
-        let head = self.head()?.map(|h| h.header.number);
+        let head = self.head_number()?;
         Ok(StateAt {
             view: self.clone(),
             number,
