@@ -17,3 +17,6 @@ pub const PROTOCOL_PARAMS: Address = address!("0x0000000000000000000000000000000
 /// The account allowed to change protocol parameters. Governance (a later module) will live
 /// here; until it exists nobody can call `ProtocolParams.set`.
 pub const GOVERNANCE: Address = address!("0x0000000000000000000000000000000000000f06");
+
+/// `Datanets`: community datasets — creation, contributions, curation, snapshots, access.
+pub const DATANETS: Address = address!("0x0000000000000000000000000000000000000f02");

@@ -6,17 +6,20 @@
 //! a contract would. [`OpenLedgerPrecompiles`] installs every module next to Ethereum's own
 //! precompiles; adding a module is one entry in [`modules`].
 
+pub mod datanets;
 pub mod protocol_params;
+pub mod storage;
 
 use alloy_sol_types::SolError;
 use openledger_primitives::{Address, B256, Bytes, U256};
 use revm::context::Cfg;
-use revm::context_interface::{ContextTr, JournalTr};
+use revm::context_interface::{Block, ContextTr, JournalTr};
 use revm::handler::{EthPrecompiles, PrecompileProvider};
 use revm::interpreter::{CallInputs, Gas, InstructionResult, InterpreterResult};
 use revm::primitives::{AddressSet, Log, hardfork::SpecId};
 use std::sync::Arc;
 
+pub use datanets::Datanets;
 pub use protocol_params::ProtocolParams;
 
 /// Gas every module call pays before doing anything (like a contract call's overhead).
@@ -28,6 +31,7 @@ const SSTORE_RESET_GAS: u64 = 2_900;
 const LOG_GAS: u64 = 375;
 const LOG_TOPIC_GAS: u64 = 375;
 const LOG_DATA_GAS: u64 = 8;
+const TRANSFER_GAS: u64 = 9_000;
 
 /// Why a module call did not succeed.
 #[derive(Debug)]
@@ -62,11 +66,17 @@ pub struct CallContext<'a> {
     pub value: U256,
     pub is_static: bool,
     pub input: &'a [u8],
+    pub block_number: u64,
+    pub block_timestamp: u64,
 }
 
 /// A module's access to its own storage and to logs, metered in gas.
 pub trait ModuleHost {
     fn sload(&mut self, slot: U256) -> Result<U256, ModuleError>;
+    /// Reads another account's storage (e.g. a parameter of `ProtocolParams`).
+    fn sload_at(&mut self, address: Address, slot: U256) -> Result<U256, ModuleError>;
+    /// Moves OPEN from this module's balance (value sent with the call) to `to`.
+    fn transfer(&mut self, to: Address, amount: U256) -> Result<(), ModuleError>;
     fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError>;
     fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError>;
     fn charge(&mut self, gas: u64) -> Result<(), ModuleError>;
@@ -82,7 +92,7 @@ pub trait Module: Send + Sync {
 
 /// Every module the chain runs. Order does not matter; addresses must be unique.
 pub fn modules() -> Vec<Arc<dyn Module>> {
-    vec![Arc::new(ProtocolParams)]
+    vec![Arc::new(ProtocolParams), Arc::new(Datanets)]
 }
 
 /// Ethereum's precompiles plus OpenLedger's modules, as one revm precompile provider.
@@ -133,10 +143,20 @@ impl<CTX: ContextTr> ModuleHost for JournalHost<'_, CTX> {
     }
 
     fn sload(&mut self, slot: U256) -> Result<U256, ModuleError> {
+        self.sload_at(self.address, slot)
+    }
+
+    fn sload_at(&mut self, address: Address, slot: U256) -> Result<U256, ModuleError> {
+        if address != self.address {
+            self.ctx
+                .journal_mut()
+                .load_account(address)
+                .map_err(|e| ModuleError::Fatal(e.to_string()))?;
+        }
         let load = self
             .ctx
             .journal_mut()
-            .sload(self.address, slot)
+            .sload(address, slot)
             .map_err(|e| ModuleError::Fatal(e.to_string()))?;
         self.charge(if load.is_cold {
             COLD_SLOAD_GAS
@@ -144,6 +164,26 @@ impl<CTX: ContextTr> ModuleHost for JournalHost<'_, CTX> {
             WARM_READ_GAS
         })?;
         Ok(load.data)
+    }
+
+    fn transfer(&mut self, to: Address, amount: U256) -> Result<(), ModuleError> {
+        if self.is_static {
+            return Err(ModuleError::reason("value transfer in a static call"));
+        }
+        self.charge(TRANSFER_GAS)?;
+        self.ctx
+            .journal_mut()
+            .load_account(to)
+            .map_err(|e| ModuleError::Fatal(e.to_string()))?;
+        match self
+            .ctx
+            .journal_mut()
+            .transfer(self.address, to, amount)
+            .map_err(|e| ModuleError::Fatal(e.to_string()))?
+        {
+            None => Ok(()),
+            Some(e) => Err(ModuleError::reason(format!("transfer failed: {e:?}"))),
+        }
     }
 
     fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError> {
@@ -213,6 +253,8 @@ impl<CTX: ContextTr> PrecompileProvider<CTX> for OpenLedgerPrecompiles {
             value: inputs.call_value(),
             is_static: inputs.is_static,
             input: &input,
+            block_number: ctx.block().number().saturating_to(),
+            block_timestamp: ctx.block().timestamp().saturating_to(),
         };
         // Modules keep state under their own address, whoever delegate-called them.
         let address = inputs.bytecode_address;

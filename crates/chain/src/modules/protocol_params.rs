@@ -193,6 +193,15 @@ impl ProtocolParams {
         ))
     }
 
+    /// Reads a parameter from inside another module's call.
+    pub fn read_from(host: &mut dyn ModuleHost, name: &str) -> Result<U256, ModuleError> {
+        let spec = Self::spec(name)?;
+        Ok(Self::decode_stored(
+            host.sload_at(PROTOCOL_PARAMS, slot(spec.name))?,
+            spec.default,
+        ))
+    }
+
     fn decode_stored(raw: U256, default: U256) -> U256 {
         match raw {
             r if r.is_zero() => default,
