@@ -11,8 +11,10 @@ use super::storage::{
     field, load_address, load_b256, load_string, load_u64, slot, store_address, store_b256,
     store_string, store_u64,
 };
-use super::{CallContext, Module, ModuleError, ModuleHost, encode_u256, non_payable};
-use alloy_sol_types::{SolCall, SolEvent, SolValue};
+use super::{
+    CallContext, Module, ModuleError, ModuleHost, emit, encode_u256, non_payable, selector,
+};
+use alloy_sol_types::{SolCall, SolValue};
 use openledger_primitives::addresses::{DATANETS, TREASURY};
 use openledger_primitives::{Address, B256, Bytes, U256};
 
@@ -82,11 +84,6 @@ fn member(tag: &str, id: u64, who: Address) -> U256 {
 
 fn counter(tag: &str) -> U256 {
     slot(tag, &[])
-}
-
-fn emit(host: &mut dyn ModuleHost, event: impl SolEvent) -> Result<(), ModuleError> {
-    let log = event.encode_log_data();
-    host.log(log.topics().to_vec(), log.data)
 }
 
 /// Increments a counter and returns the new id.
@@ -210,11 +207,7 @@ impl Module for Datanets {
         call: &CallContext<'_>,
         host: &mut dyn ModuleHost,
     ) -> Result<Bytes, ModuleError> {
-        let selector: [u8; 4] = call
-            .input
-            .get(..4)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| ModuleError::reason("Datanets: calldata has no function selector"))?;
+        let selector = selector(call, self.name())?;
         if selector != I::createDatanetCall::SELECTOR {
             non_payable(call)?;
         }

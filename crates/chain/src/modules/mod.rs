@@ -295,6 +295,23 @@ impl<CTX: ContextTr> PrecompileProvider<CTX> for OpenLedgerPrecompiles {
     }
 }
 
+/// The 4-byte function selector of a module call.
+pub fn selector(call: &CallContext<'_>, module: &str) -> Result<[u8; 4], ModuleError> {
+    call.input
+        .get(..4)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| ModuleError::reason(format!("{module}: calldata has no function selector")))
+}
+
+/// Emits a Solidity event from a module.
+pub fn emit(
+    host: &mut dyn ModuleHost,
+    event: impl alloy_sol_types::SolEvent,
+) -> Result<(), ModuleError> {
+    let log = event.encode_log_data();
+    host.log(log.topics().to_vec(), log.data)
+}
+
 /// The ABI-encoded `uint256` a view function returns.
 pub fn encode_u256(value: U256) -> Bytes {
     alloy_sol_types::SolValue::abi_encode(&value).into()

@@ -5,9 +5,11 @@
 //! `eth_getStorageAt` and prove it with `openledger_getProof`. The chain reads the block gas
 //! limit and the base-fee parameters from here at the start of every block.
 
-use super::{CallContext, Module, ModuleError, ModuleHost, encode_u256, non_payable};
+use super::{
+    CallContext, Module, ModuleError, ModuleHost, emit, encode_u256, non_payable, selector,
+};
 use crate::state::{StateError, StateView};
-use alloy_sol_types::{SolCall, SolEvent, SolValue};
+use alloy_sol_types::{SolCall, SolValue};
 use openledger_primitives::{
     Address, Bytes, U256,
     addresses::{GOVERNANCE, PROTOCOL_PARAMS},
@@ -231,13 +233,7 @@ impl Module for ProtocolParams {
         host: &mut dyn ModuleHost,
     ) -> Result<Bytes, ModuleError> {
         non_payable(call)?;
-        let selector: [u8; 4] = call
-            .input
-            .get(..4)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| {
-                ModuleError::reason("ProtocolParams: calldata has no function selector")
-            })?;
+        let selector = selector(call, self.name())?;
         let bad_args = |e: alloy_sol_types::Error| {
             ModuleError::reason(format!("ProtocolParams: bad arguments: {e}"))
         };
@@ -281,8 +277,7 @@ impl Module for ProtocolParams {
                     oldValue: old,
                     newValue: args.value,
                 };
-                let log = event.encode_log_data();
-                host.log(log.topics().to_vec(), log.data)?;
+                emit(host, event)?;
                 Ok(Bytes::new())
             }
             _ => Err(ModuleError::reason(
