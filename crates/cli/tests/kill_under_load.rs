@@ -22,7 +22,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(datadir: &std::path::Path, port: u16) -> (Child, RpcClient) {
+/// The node process; killed when dropped, so a failing assertion leaves no node behind.
+struct NodeProcess(Child);
+
+impl NodeProcess {
+    fn kill(&mut self) {
+        let _ = self.0.kill(); // SIGKILL
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start(datadir: &std::path::Path, port: u16) -> (NodeProcess, RpcClient) {
     let child = Command::new(env!("CARGO_BIN_EXE_openledger"))
         .args([
             "up",
@@ -45,7 +61,7 @@ fn start(datadir: &std::path::Path, port: u16) -> (Child, RpcClient) {
         assert!(Instant::now() < deadline, "node did not come up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (child, client)
+    (NodeProcess(child), client)
 }
 
 fn dev_keys() -> Vec<PrivateKeySigner> {
@@ -162,8 +178,7 @@ fn repeated_kill_9_under_load_leaves_a_consistent_chain_that_keeps_going() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(150 + 97 * round));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.kill();
         stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.join().unwrap();
@@ -185,6 +200,5 @@ fn repeated_kill_9_under_load_leaves_a_consistent_chain_that_keeps_going() {
         sent.lock().unwrap().len() > 20,
         "the load must actually have been applied"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
