@@ -26,7 +26,13 @@ want="$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)"
 if [[ "${E2E_SKIP_INSTALL:-0}" != 1 ]]; then
   if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "run.sh: installing test dependencies (npm ci)"
-    (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+    # A registry hiccup should not fail the suite: try a few times.
+    for attempt in 1 2 3; do
+      if (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error); then break; fi
+      if [[ $attempt == 3 ]]; then echo "run.sh: npm ci failed 3 times" >&2; exit 1; fi
+      echo "run.sh: npm ci failed (attempt $attempt), retrying in 10 s" >&2
+      sleep 10
+    done
     echo "$want" > "$stamp"
   fi
 fi
