@@ -32,6 +32,14 @@ struct SenderTxs {
     cost: U256,
 }
 
+/// The nonce after a sender's last pending transaction, or its state nonce if none is pending.
+fn next_nonce(pending: Option<&SenderTxs>, state_nonce: u64) -> u64 {
+    pending
+        .and_then(|m| m.by_nonce.last_key_value())
+        .map_or(state_nonce, |(n, _)| n + 1)
+        .max(state_nonce)
+}
+
 pub struct Pool {
     inner: Mutex<Inner>,
     /// Wakes the block producer when a transaction arrives.
@@ -77,14 +85,7 @@ impl Pool {
     /// The next nonce `sender` should use, counting pending transactions.
     pub fn pending_nonce(&self, sender: Address, state_nonce: u64) -> u64 {
         let inner = self.inner.lock().expect("pool lock");
-        match inner
-            .by_sender
-            .get(&sender)
-            .and_then(|m| m.by_nonce.last_key_value())
-        {
-            Some((n, _)) => (*n + 1).max(state_nonce),
-            None => state_nonce,
-        }
+        next_nonce(inner.by_sender.get(&sender), state_nonce)
     }
 
     /// Admits a transaction whose stateless checks passed, or says why not.
@@ -106,11 +107,7 @@ impl Pool {
             return Err(TxError::PoolFull);
         }
         let pending = inner.by_sender.get(&tx.sender);
-        let next = pending
-            .and_then(|m| m.by_nonce.last_key_value())
-            .map(|(n, _)| *n + 1)
-            .unwrap_or(account.nonce)
-            .max(account.nonce);
+        let next = next_nonce(pending, account.nonce);
         let nonce = tx.nonce();
         if nonce < account.nonce {
             return Err(TxError::NonceTooLow {

@@ -12,7 +12,8 @@ use super::storage::{
     store_string, store_u64,
 };
 use super::{
-    CallContext, Module, ModuleError, ModuleHost, emit, encode_u256, non_payable, selector,
+    CallContext, Module, ModuleError, ModuleHost, decode, emit, encode_u256, non_payable, selector,
+    unknown_selector,
 };
 use alloy_sol_types::{SolCall, SolValue};
 use openledger_primitives::addresses::{DATANETS, TREASURY};
@@ -212,13 +213,10 @@ impl Module for Datanets {
             non_payable(call)?;
         }
         let input = call.input;
-        let bad = |e: alloy_sol_types::Error| {
-            ModuleError::reason(format!("Datanets: bad arguments: {e}"))
-        };
         let caller = call.caller;
         match selector {
             I::createDatanetCall::SELECTOR => {
-                let a = I::createDatanetCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::createDatanetCall>(self.name(), input)?;
                 if a.name.is_empty() || a.name.len() > MAX_NAME_BYTES {
                     return Err(invalid("name must be 1 to 128 bytes"));
                 }
@@ -293,7 +291,7 @@ impl Module for Datanets {
                 Ok(id.abi_encode().into())
             }
             I::setCuratorCall::SELECTOR => {
-                let a = I::setCuratorCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::setCuratorCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.only_owner(caller)?;
                 if a.curator.is_zero() {
@@ -309,7 +307,7 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::setContributorCall::SELECTOR => {
-                let a = I::setContributorCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::setContributorCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.only_owner(caller)?;
                 host.sstore(
@@ -327,7 +325,7 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::closeDatanetCall::SELECTOR => {
-                let a = I::closeDatanetCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::closeDatanetCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.only_owner(caller)?;
                 d.open()?;
@@ -336,7 +334,7 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::contributeCall::SELECTOR => {
-                let a = I::contributeCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::contributeCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.open()?;
                 if d.flags & FLAG_ALLOWLIST != 0
@@ -371,7 +369,7 @@ impl Module for Datanets {
                 Ok(id.abi_encode().into())
             }
             I::reviewCall::SELECTOR => {
-                let a = I::reviewCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::reviewCall>(self.name(), input)?;
                 let base = contribution(a.contributionId);
                 let datanet_id = load_u64(host, field(base, C_DATANET))?;
                 if datanet_id == 0 {
@@ -443,7 +441,7 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::publishSnapshotCall::SELECTOR => {
-                let a = I::publishSnapshotCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::publishSnapshotCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.only_owner(caller)?;
                 if a.root == B256::ZERO {
@@ -478,7 +476,7 @@ impl Module for Datanets {
                 Ok(id.abi_encode().into())
             }
             I::requestAccessCall::SELECTOR => {
-                let a = I::requestAccessCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::requestAccessCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 if a.purpose.len() > 1024 {
                     return Err(invalid("purpose must be at most 1024 bytes"));
@@ -494,7 +492,7 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::grantAccessCall::SELECTOR => {
-                let a = I::grantAccessCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::grantAccessCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.only_owner(caller)?;
                 if a.expiresAt <= call.block_timestamp {
@@ -512,7 +510,7 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::revokeAccessCall::SELECTOR => {
-                let a = I::revokeAccessCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::revokeAccessCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 d.only_owner(caller)?;
                 store_u64(host, member("grant", d.id, a.grantee), 0)?;
@@ -526,19 +524,19 @@ impl Module for Datanets {
                 Ok(Bytes::new())
             }
             I::hasAccessCall::SELECTOR => {
-                let a = I::hasAccessCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::hasAccessCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 Ok(has_access(host, &d, a.who, call.block_timestamp)?
                     .abi_encode()
                     .into())
             }
             I::isCuratorCall::SELECTOR => {
-                let a = I::isCuratorCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::isCuratorCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 Ok(d.is_curator(host, a.who)?.abi_encode().into())
             }
             I::reviewedByCall::SELECTOR => {
-                let a = I::reviewedByCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::reviewedByCall>(self.name(), input)?;
                 let verdict: u8 = host
                     .sload(member("vote", a.contributionId, a.curator))?
                     .saturating_to();
@@ -549,7 +547,7 @@ impl Module for Datanets {
                 counter("datanets.count"),
             )?))),
             I::getDatanetCall::SELECTOR => {
-                let a = I::getDatanetCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::getDatanetCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
                 let base = datanet(d.id);
                 let out = I::getDatanetReturn {
@@ -567,7 +565,7 @@ impl Module for Datanets {
                 Ok(I::getDatanetCall::abi_encode_returns(&out).into())
             }
             I::getContributionCall::SELECTOR => {
-                let a = I::getContributionCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::getContributionCall>(self.name(), input)?;
                 let base = contribution(a.contributionId);
                 let datanet_id = load_u64(host, field(base, C_DATANET))?;
                 if datanet_id == 0 {
@@ -588,7 +586,7 @@ impl Module for Datanets {
                 Ok(I::getContributionCall::abi_encode_returns(&out).into())
             }
             I::getSnapshotCall::SELECTOR => {
-                let a = I::getSnapshotCall::abi_decode(input).map_err(bad)?;
+                let a = decode::<I::getSnapshotCall>(self.name(), input)?;
                 let base = snapshot(a.snapshotId);
                 let datanet_id = load_u64(host, field(base, S_DATANET))?;
                 if datanet_id == 0 {
@@ -605,7 +603,7 @@ impl Module for Datanets {
                 };
                 Ok(I::getSnapshotCall::abi_encode_returns(&out).into())
             }
-            _ => Err(ModuleError::reason("Datanets: unknown function selector")),
+            _ => Err(unknown_selector(self.name())),
         }
     }
 }

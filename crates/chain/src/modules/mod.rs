@@ -303,6 +303,16 @@ pub fn selector(call: &CallContext<'_>, module: &str) -> Result<[u8; 4], ModuleE
         .ok_or_else(|| ModuleError::reason(format!("{module}: calldata has no function selector")))
 }
 
+/// Decodes a call's arguments, reverting with a reason that names the module.
+pub fn decode<C: alloy_sol_types::SolCall>(module: &str, input: &[u8]) -> Result<C, ModuleError> {
+    C::abi_decode(input).map_err(|e| ModuleError::reason(format!("{module}: bad arguments: {e}")))
+}
+
+/// The revert for a selector the module does not implement.
+pub fn unknown_selector(module: &str) -> ModuleError {
+    ModuleError::reason(format!("{module}: unknown function selector"))
+}
+
 /// Emits a Solidity event from a module.
 pub fn emit(
     host: &mut dyn ModuleHost,

@@ -6,7 +6,8 @@
 //! limit and the base-fee parameters from here at the start of every block.
 
 use super::{
-    CallContext, Module, ModuleError, ModuleHost, emit, encode_u256, non_payable, selector,
+    CallContext, Module, ModuleError, ModuleHost, decode, emit, encode_u256, non_payable, selector,
+    unknown_selector,
 };
 use crate::state::{StateError, StateView};
 use alloy_sol_types::{SolCall, SolValue};
@@ -234,12 +235,9 @@ impl Module for ProtocolParams {
     ) -> Result<Bytes, ModuleError> {
         non_payable(call)?;
         let selector = selector(call, self.name())?;
-        let bad_args = |e: alloy_sol_types::Error| {
-            ModuleError::reason(format!("ProtocolParams: bad arguments: {e}"))
-        };
         match selector {
             IProtocolParams::getCall::SELECTOR => {
-                let args = IProtocolParams::getCall::abi_decode(call.input).map_err(bad_args)?;
+                let args = decode::<IProtocolParams::getCall>(self.name(), call.input)?;
                 let spec = Self::spec(&args.name)?;
                 Ok(encode_u256(Self::load(host, &spec)?))
             }
@@ -254,7 +252,7 @@ impl Module for ProtocolParams {
                 Ok((names, values).abi_encode_params().into())
             }
             IProtocolParams::setCall::SELECTOR => {
-                let args = IProtocolParams::setCall::abi_decode(call.input).map_err(bad_args)?;
+                let args = decode::<IProtocolParams::setCall>(self.name(), call.input)?;
                 if call.caller != GOVERNANCE {
                     return Err(ModuleError::revert(IProtocolParams::NotGovernance {
                         caller: call.caller,
@@ -280,9 +278,7 @@ impl Module for ProtocolParams {
                 emit(host, event)?;
                 Ok(Bytes::new())
             }
-            _ => Err(ModuleError::reason(
-                "ProtocolParams: unknown function selector",
-            )),
+            _ => Err(unknown_selector(self.name())),
         }
     }
 }

@@ -77,9 +77,7 @@ pub(super) fn register(
         let mut seq = p.sequence();
         let address: Address = seq.next()?;
         let block: Option<BlockId> = seq.optional_next()?;
-        let view = read(c)?;
-        let header = resolve(&view, block)?;
-        let state = view.state_at(header.header.number).map_err(internal)?;
+        let (_, state) = state_for(c, block)?;
         let nonce = state
             .account(address)
             .map_err(internal)?
@@ -107,9 +105,7 @@ pub(super) fn register(
         let address: Address = seq.next()?;
         let slot: U256 = seq.next()?;
         let block: Option<BlockId> = seq.optional_next()?;
-        let view = read(c)?;
-        let header = resolve(&view, block)?;
-        let state = view.state_at(header.header.number).map_err(internal)?;
+        let (_, state) = state_for(c, block)?;
         Ok(B256::from(state.storage(address, slot).map_err(internal)?))
     })?;
     m.register_method("eth_getBlockByNumber", |p, c, _| {
@@ -205,7 +201,7 @@ pub(super) fn register(
         let mut seq = p.sequence();
         let request: TransactionRequest = seq.next()?;
         let block: Option<BlockId> = seq.optional_next()?;
-        let outcome = run_call(&c, request, block, None)?;
+        let outcome = run_call(&c, request, &state_for(&c, block)?, None)?;
         if outcome.success {
             Ok(outcome.output)
         } else if let Some(halt) = outcome.halt {
@@ -404,24 +400,28 @@ fn address_and_state(
     let mut seq = p.sequence();
     let address: Address = seq.next()?;
     let block: Option<BlockId> = seq.optional_next()?;
-    let view = read(c)?;
-    let header = resolve(&view, block)?;
-    Ok((
-        address,
-        view.state_at(header.header.number).map_err(internal)?,
-    ))
+    Ok((address, state_for(c, block)?.1))
 }
 
-/// Executes a call request on the state after `block`, in the context of the block after it.
-fn run_call(
+/// The header of `block` (default latest) and the state after it.
+fn state_for(
     c: &RpcContext,
-    request: TransactionRequest,
     block: Option<BlockId>,
-    gas_override: Option<u64>,
-) -> RpcResult<CallOutcome> {
+) -> RpcResult<(SealedHeader, crate::store::StateAt)> {
     let view = read(c)?;
     let header = resolve(&view, block)?;
     let state = view.state_at(header.header.number).map_err(internal)?;
+    Ok((header, state))
+}
+
+/// Executes a call request on `state` (after block `header`), in the context of the block
+/// after it.
+fn run_call(
+    c: &RpcContext,
+    request: TransactionRequest,
+    (header, state): &(SealedHeader, crate::store::StateAt),
+    gas_override: Option<u64>,
+) -> RpcResult<CallOutcome> {
     let h = &header.header;
     let ctx = BlockContext {
         number: h.number + 1,
@@ -461,7 +461,7 @@ fn run_call(
         gas_priority_fee: tip,
         ..TxEnv::default()
     };
-    executor::call(&c.chain.spec, &state, &ctx, tx).map_err(|e| match e {
+    executor::call(&c.chain.spec, state, &ctx, tx).map_err(|e| match e {
         executor::CallError::State(e) => internal(e),
         executor::CallError::Invalid(m) => server(m),
     })
@@ -473,15 +473,11 @@ fn estimate_gas(
     request: TransactionRequest,
     block: Option<BlockId>,
 ) -> RpcResult<u64> {
-    let cap = {
-        let view = read(c)?;
-        let header = resolve(&view, block)?;
-        request
-            .gas
-            .unwrap_or(header.header.gas_limit)
-            .min(header.header.gas_limit)
-    };
-    let first = run_call(c, request.clone(), block, Some(cap))?;
+    // Resolve the block once, so every probe of the search runs on the same state.
+    let at = state_for(c, block)?;
+    let gas_limit = at.0.header.gas_limit;
+    let cap = request.gas.unwrap_or(gas_limit).min(gas_limit);
+    let first = run_call(c, request.clone(), &at, Some(cap))?;
     if !first.success {
         return Err(match first.halt {
             Some(_) => server(format!("gas required exceeds allowance ({cap})")),
@@ -492,14 +488,14 @@ fn estimate_gas(
     let mut lo = first.gas_used.saturating_sub(1);
     let mut hi = cap;
     let guess = (first.gas_used * 64 / 63 + 2_300).min(cap);
-    if run_call(c, request.clone(), block, Some(guess))?.success {
+    if run_call(c, request.clone(), &at, Some(guess))?.success {
         hi = guess;
     } else {
         lo = guess;
     }
     while lo + 1 < hi {
         let mid = lo + (hi - lo) / 2;
-        if run_call(c, request.clone(), block, Some(mid))?.success {
+        if run_call(c, request.clone(), &at, Some(mid))?.success {
             hi = mid;
         } else {
             lo = mid;
