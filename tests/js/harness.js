@@ -310,14 +310,18 @@ export async function startNode(opts = {}) {
       throw new Error(`openledger binary not found at ${bin} (build it with cargo build, or set OPENLEDGER_BIN)`);
     }
     const datadir = fs.mkdtempSync(path.join(os.tmpdir(), 'openledger-e2e-'));
+    const apiPort = await freePort();
     handle = new NodeHandle({
       backend,
       port,
       datadir,
       bin,
       label: opts.label,
-      args: ['up', '--datadir', datadir, '--port', String(port), '--chain-id', String(CHAIN_ID)],
+      args: ['up', '--datadir', datadir, '--port', String(port), '--chain-id', String(CHAIN_ID),
+        '--api-port', String(apiPort)],
     });
+    // The data service API (datanet uploads, snapshots, exports).
+    handle.apiUrl = `http://127.0.0.1:${apiPort}`;
   } else {
     throw new Error(`unknown backend ${backend}`);
   }

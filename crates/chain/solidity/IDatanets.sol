@@ -59,6 +59,8 @@ interface IDatanets {
     function isCurator(uint64 datanetId, address who) external view returns (bool);
     function reviewedBy(uint64 contributionId, address curator) external view returns (uint8 verdict);
     function datanetCount() external view returns (uint64);
+    function contributionCount() external view returns (uint64);
+    function snapshotCount() external view returns (uint64);
     function getDatanet(uint64 datanetId) external view returns (address owner, string memory name, bytes32 descriptionHash, string memory license, uint8 schema, bool permissioned, bool allowlistOnly, uint16 reviewQuorum, uint32 curatorCount, bool closed);
     function getContribution(uint64 contributionId) external view returns (uint64 datanetId, address contributor, bytes32 contentRoot, uint64 rowCount, uint64 byteCount, uint8 status, uint16 approvals, uint16 rejections);
     function getSnapshot(uint64 snapshotId) external view returns (uint64 datanetId, bytes32 root, uint64 rowCount, uint64 parentSnapshotId, uint64 blockNumber);

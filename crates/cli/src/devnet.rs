@@ -10,7 +10,11 @@ use openledger_node::{Node, NodeConfig};
 use openledger_primitives::{Address, DEFAULT_CHAIN_ID, U256, units::ONE_OPEN};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use openledger_dataservice::{BlobConfig, DataService, RpcLedger, ServiceConfig};
+use openledger_wallet::RpcClient;
 
 /// The well-known development mnemonic (also anvil's and hardhat's), so tools that expect its
 /// accounts work unchanged. Never use it for real funds.
@@ -39,6 +43,34 @@ pub struct UpArgs {
     pub balance: u64,
     #[arg(long, default_value = DEV_MNEMONIC)]
     pub mnemonic: String,
+    /// Port of the data service API (datanet uploads, snapshots, exports) on --host.
+    #[arg(long, default_value_t = 8550)]
+    pub api_port: u16,
+    /// Keep datanet blobs in this S3 bucket instead of the data dir (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "OPENLEDGER_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint URL for non-AWS services (MinIO, moto), e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "OPENLEDGER_S3_ENDPOINT", default_value = "")]
+    pub s3_endpoint: String,
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+}
+
+/// Where the data service keeps blobs: the data dir, or the configured S3 bucket.
+fn blob_config(args: &UpArgs) -> BlobConfig {
+    match &args.s3_bucket {
+        None => BlobConfig::Local {
+            root: args.datadir.join("data/blobs"),
+        },
+        Some(bucket) => BlobConfig::S3 {
+            bucket: bucket.clone(),
+            endpoint: args.s3_endpoint.clone(),
+            region: args.s3_region.clone(),
+            access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+            secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+        },
+    }
 }
 
 pub fn default_datadir() -> PathBuf {
@@ -121,12 +153,30 @@ pub fn run(args: UpArgs) -> Result<()> {
     runtime.block_on(async move {
         let node = Node::start(config).await?;
         let head = node.chain.head();
+        let ledger = RpcLedger::new(RpcClient::new(format!("http://{}", node.rpc_addr)));
+        let service_config = ServiceConfig {
+            data_dir: args.datadir.join("data"),
+            blobs: blob_config(&args),
+        };
+        let service = DataService::open(&service_config, Arc::new(ledger))
+            .context("cannot open the data service")?;
+        let api_addr = SocketAddr::new(args.host, args.api_port);
+        let listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {api_addr} for the data API (--api-port)")
+            })?;
+        let api_addr = listener.local_addr()?;
+        let api = tokio::spawn(async move {
+            axum::serve(listener, openledger_dataservice::api::router(service)).await
+        });
         println!("OpenLedger devnet");
         println!("  chain id:    {}", args.chain_id);
         println!("  data dir:    {}", args.datadir.display());
         println!("  head block:  {}", head.header.number);
         println!("  RPC URL:     http://{}", node.rpc_addr);
         println!("  WS URL:      ws://{}", node.rpc_addr);
+        println!("  data API:    http://{api_addr}/v1");
         println!(
             "  mining:      {}",
             if args.block_time == 0 {
@@ -149,6 +199,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         println!("\nListening on {}. Press Ctrl-C to stop.", node.rpc_addr);
         tokio::signal::ctrl_c().await?;
         println!("Stopping…");
+        api.abort();
         node.stop().await;
         anyhow::Ok(())
     })

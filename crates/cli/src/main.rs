@@ -4,6 +4,8 @@
 //! the libraries underneath never print or exit.
 
 mod bench;
+mod bench_datanet;
+mod datanet;
 mod devnet;
 mod proof;
 mod wallet;
@@ -29,10 +31,19 @@ enum Command {
     /// Manage keystore accounts and send OPEN.
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
+    /// Datanets: create, contribute, review, snapshot, export, access, verify rows.
+    Datanet {
+        #[command(subcommand)]
+        command: datanet::DatanetCommand,
+        #[command(flatten)]
+        endpoints: datanet::Endpoints,
+    },
     /// Fetch a state proof from a node and check it against the block header's state root.
     VerifyProof(proof::VerifyArgs),
     /// Measure transaction throughput against anvil on this machine.
     Bench(bench::BenchArgs),
+    /// Measure the datanet pipeline (ingest MB/s against datatrove, near-dup quality and scale).
+    BenchDatanet(bench_datanet::DatanetBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,8 +59,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => devnet::run(args),
         Command::Wallet(cmd) => wallet::run(cmd),
+        Command::Datanet { command, endpoints } => datanet::run(command, endpoints),
         Command::VerifyProof(args) => proof::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchDatanet(args) => bench_datanet::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,7 +79,7 @@ fn keystore(args: &KeystoreArgs) -> Result<Keystore> {
 }
 
 /// The password from --password-file, $OPENLEDGER_PASSWORD, or an interactive prompt.
-fn password(args: &KeystoreArgs, confirm: bool) -> Result<String> {
+pub fn password(args: &KeystoreArgs, confirm: bool) -> Result<String> {
     if let Some(path) = &args.password_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read password file {}", path.display()))?;

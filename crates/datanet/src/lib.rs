@@ -6,6 +6,9 @@
 //! committed to by a snapshot [`merkle`] tree whose root goes on chain (the `Datanets`
 //! precompile); anyone can check a row's inclusion proof against it.
 //!
+//! [`row`] defines the three row schemas and the canonical form that is hashed and exported;
+//! [`pipeline`] strings the checks together and gives every rejected row a readable reason.
+//!
 //! This crate does no I/O and never touches the chain; storage (object_store), ingestion
 //! formats and the HTTP API come on top of it.
 
@@ -13,4 +16,6 @@ pub mod merkle;
 pub mod minhash;
 pub mod normalize;
 pub mod pii;
+pub mod pipeline;
 pub mod quality;
+pub mod row;

@@ -18,5 +18,6 @@ pub use keystore::{Keystore, KeystoreError};
 pub use openledger_primitives::units::{self, UnitsError, format_open, parse_open};
 pub use rpc::{RpcClient, RpcError};
 pub use transfer::{
-    SignedTransfer, TRANSFER_GAS_LIMIT, Transfer, TransferError, build_transfer, send_value,
+    SignedTransfer, TRANSFER_GAS_LIMIT, Transfer, TransferError, build_transfer, send_call,
+    send_value,
 };

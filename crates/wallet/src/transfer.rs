@@ -104,10 +104,7 @@ pub fn build_transfer(
 /// Sends `value` wei from `signer` to `to` and waits up to [`DEFAULT_RECEIPT_TIMEOUT`] for the
 /// receipt, which is returned as the node sent it (check its `status` for success).
 ///
-/// Chain id, nonce (pending) and fees come from the node: the tip is its
-/// `eth_maxPriorityFeePerGas` (or gas price minus base fee on nodes without that method) and
-/// the max fee is twice the latest base fee plus the tip, which survives several blocks of
-/// rising base fees.
+/// Chain id, nonce (pending) and fees ([`fees`]) come from the node.
 pub fn send_value(
     client: &RpcClient,
     signer: &PrivateKeySigner,
@@ -116,18 +113,7 @@ pub fn send_value(
 ) -> Result<Value, TransferError> {
     let chain_id = client.chain_id()?;
     let nonce = client.nonce(signer.address())?;
-    let base_fee = client.latest_base_fee()?;
-    let tip = match client.max_priority_fee() {
-        Ok(tip) => tip,
-        Err(e) if e.json_rpc_code() == Some(METHOD_NOT_FOUND) => {
-            client.gas_price()?.saturating_sub(base_fee)
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let max_fee = base_fee
-        .checked_mul(2)
-        .and_then(|fee| fee.checked_add(tip))
-        .ok_or(TransferError::FeeOverflow { base_fee, tip })?;
+    let (max_fee, tip) = fees(client)?;
     let transfer = Transfer {
         to,
         value,
@@ -140,6 +126,76 @@ pub fn send_value(
     let signed = build_transfer(signer, &transfer)?;
     client.send_raw(&signed.raw)?;
     Ok(client.wait_receipt(signed.hash, DEFAULT_RECEIPT_TIMEOUT)?)
+}
+
+/// `(max fee, tip)` per gas: the tip is the node's `eth_maxPriorityFeePerGas` (or gas price
+/// minus base fee on nodes without that method); the max fee is twice the latest base fee plus
+/// the tip, which survives several blocks of rising base fees.
+fn fees(client: &RpcClient) -> Result<(u128, u128), TransferError> {
+    let base_fee = client.latest_base_fee()?;
+    let tip = match client.max_priority_fee() {
+        Ok(tip) => tip,
+        Err(e) if e.json_rpc_code() == Some(METHOD_NOT_FOUND) => {
+            client.gas_price()?.saturating_sub(base_fee)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let max_fee = base_fee
+        .checked_mul(2)
+        .and_then(|fee| fee.checked_add(tip))
+        .ok_or(TransferError::FeeOverflow { base_fee, tip })?;
+    Ok((max_fee, tip))
+}
+
+/// Calls contract (or precompile) `to` with `input` and `value` wei in a signed EIP-1559
+/// transaction and waits for the receipt.
+///
+/// The call is first estimated (`eth_estimateGas`), so a call that would revert fails here,
+/// before anything is sent, with the node's error and revert data (see
+/// [`RpcError::revert_data`]). The gas limit is the estimate plus a fifth.
+pub fn send_call(
+    client: &RpcClient,
+    signer: &PrivateKeySigner,
+    to: Address,
+    value: U256,
+    input: Bytes,
+) -> Result<Value, TransferError> {
+    let from = signer.address();
+    let estimate: String = client.call(
+        "eth_estimateGas",
+        serde_json::json!([{ "from": from, "to": to, "value": value, "data": input }]),
+    )?;
+    let gas = u64::from_str_radix(estimate.trim_start_matches("0x"), 16).map_err(|e| {
+        TransferError::Sign {
+            signer: from,
+            reason: format!("node returned a bad gas estimate {estimate:?}: {e}"),
+        }
+    })?;
+    let chain_id = client.chain_id()?;
+    let nonce = client.nonce(from)?;
+    let (max_fee, tip) = fees(client)?;
+    let tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit: gas + gas / 5,
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: tip,
+        to: TxKind::Call(to),
+        value,
+        access_list: Default::default(),
+        input,
+    };
+    let signature =
+        signer
+            .sign_hash_sync(&tx.signature_hash())
+            .map_err(|e| TransferError::Sign {
+                signer: from,
+                reason: e.to_string(),
+            })?;
+    let envelope = TxEnvelope::from(tx.into_signed(signature));
+    let raw = envelope.encoded_2718();
+    client.send_raw(&raw)?;
+    Ok(client.wait_receipt(*envelope.tx_hash(), DEFAULT_RECEIPT_TIMEOUT)?)
 }
 
 #[cfg(test)]

@@ -546,6 +546,14 @@ impl Module for Datanets {
                 host,
                 counter("datanets.count"),
             )?))),
+            I::contributionCountCall::SELECTOR => Ok(encode_u256(U256::from(load_u64(
+                host,
+                counter("contributions.count"),
+            )?))),
+            I::snapshotCountCall::SELECTOR => Ok(encode_u256(U256::from(load_u64(
+                host,
+                counter("snapshots.count"),
+            )?))),
             I::getDatanetCall::SELECTOR => {
                 let a = decode::<I::getDatanetCall>(self.name(), input)?;
                 let d = Datanet::load(host, a.datanetId)?;
@@ -845,6 +853,9 @@ mod tests {
             (s.datanetId, s.root, s.rowCount, s.parentSnapshotId),
             (1, B256::repeat_byte(0x5e), 100, 0)
         );
+        let count = |call: Vec<u8>| U256::from_be_slice(&c.view(call));
+        assert_eq!(count(I::snapshotCountCall {}.abi_encode()), U256::from(1));
+        assert!(count(I::contributionCountCall {}.abi_encode()) >= U256::from(1));
     }
 
     #[test]
@@ -897,6 +908,12 @@ mod tests {
             U256::ZERO,
             "failed creations leave no datanet"
         );
+        for count in [
+            I::contributionCountCall {}.abi_encode(),
+            I::snapshotCountCall {}.abi_encode(),
+        ] {
+            assert_eq!(U256::from_be_slice(&c.view(count)), U256::ZERO);
+        }
     }
 
     #[test]

@@ -56,4 +56,13 @@ impl RpcError {
             _ => None,
         }
     }
+
+    /// The revert data of a call or estimate that reverted (JSON-RPC error 3, `data` hex).
+    pub fn revert_data(&self) -> Option<Vec<u8>> {
+        let Self::JsonRpc { data, .. } = self else {
+            return None;
+        };
+        let text = data.as_deref()?.as_str()?;
+        alloy_primitives::hex::decode(text).ok()
+    }
 }
