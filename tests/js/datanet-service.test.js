@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import http from 'node:http';
 import { promisify } from 'node:util';
 import { foundryBin, openledgerBin, startNode, IS_ANVIL } from './harness.js';
 
@@ -163,5 +164,49 @@ describe('datanet data service end to end', { skip: IS_ANVIL && 'OpenLedger only
     const r = await cli(alice.privateKey, 'contribute', '--datanet', '99', file);
     assert.equal(r.ok, false);
     assert.match(r.out, /datanet 99 does not exist/);
+  });
+
+  test('kill -9 in the middle of an upload leaves no contribution, and re-uploads are idempotent', async () => {
+    const [owner] = node.accounts;
+    const created = await must(owner.privateKey, 'create', '--name', 'crash-test', '--license', 'CC0-1.0');
+    const datanet = created.match(/datanet (\d+) created/)[1];
+    // 2,000 distinct rows of pseudo-random words (xorshift32 from a fixed seed: same every run).
+    const syllables = ['ka', 'ro', 'mi', 'tel', 'an', 'sor', 've', 'lun', 'dra', 'po', 'ni', 'gar', 'est', 'ul', 'bri', 'om'];
+    let x = 2463534242;
+    const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+    const word = () => Array.from({ length: 1 + (next() % 3) }, () => syllables[next() % syllables.length]).join('');
+    const lines = [];
+    for (let i = 0; i < 2000; i++) {
+      lines.push(JSON.stringify({ text: Array.from({ length: 40 }, word).join(' ') + '.' }));
+    }
+    const body = lines.join('\n') + '\n';
+
+    const begin = await fetch(`${node.apiUrl}/v1/datanets/${datanet}/uploads`, { method: 'POST' });
+    const { upload_id: upload } = await begin.json();
+    // Send half of the file, then kill the node while the request is still open.
+    const url = new URL(`${node.apiUrl}/v1/uploads/${upload}/files/big.jsonl`);
+    const req = http.request({ host: url.hostname, port: url.port, path: url.pathname, method: 'PUT',
+      headers: { 'content-length': Buffer.byteLength(body) } });
+    req.on('error', () => {});
+    req.write(body.slice(0, body.length / 2));
+    await new Promise((r) => setTimeout(r, 300));
+    await node.restart();
+    req.destroy();
+    for (let i = 0; i < 100; i++) {
+      try { await fetch(`${node.apiUrl}/v1/datanets/0`); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+    }
+    const staging = path.join(node.datadir, 'data', 'staging');
+    assert.deepEqual(fs.readdirSync(staging), [], 'the unsealed upload is gone');
+    const sealDead = await fetch(`${node.apiUrl}/v1/uploads/${upload}/seal`, { method: 'POST' });
+    assert.equal(sealDead.status, 404);
+
+    // The whole file, twice: the same content root both times.
+    const file = path.join(work, 'big.jsonl');
+    fs.writeFileSync(file, body);
+    const first = await must(null, 'contribute', '--datanet', datanet, file, '--no-submit');
+    const second = await must(null, 'contribute', '--datanet', datanet, file, '--no-submit');
+    const root = (out) => out.match(/content root (0x[0-9a-f]{64})/)[1];
+    assert.equal(root(first), root(second));
+    assert.match(first, /2000 accepted/);
   });
 });
