@@ -4,7 +4,7 @@
 Usage:
     python bench/datatrove_minhash.py CORPUS.jsonl WORKDIR [--split-tokenizer]
 
-CORPUS.jsonl has one {"text": "...", "id": "..."} object per line. WORKDIR is scratch space
+CORPUS.jsonl has one {"text": "..."} object per line (an "id" is optional). WORKDIR is scratch space
 (signatures, duplicate pairs, removal lists, logs and the deduplicated output); whatever an
 earlier run left under WORKDIR/datatrove is deleted first.
 

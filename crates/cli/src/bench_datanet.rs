@@ -270,7 +270,7 @@ fn write_corpus(path: &Path, writer: &Writer, rng: &mut Rng, mb: usize) -> Resul
             }
             text
         };
-        let line = json!({ "id": format!("doc-{n}"), "text": text }).to_string();
+        let line = json!({ "text": text }).to_string();
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         written += line.len() + 1;

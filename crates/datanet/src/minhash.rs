@@ -12,8 +12,11 @@
 //! rows still have enough shingles to compare.
 //!
 //! Comparing every new row with every accepted row is quadratic, so each row is summarised by a
-//! fixed-size [`Signature`]: for each of `num_perm` random hash functions `(a·x + b) mod p`, the
-//! minimum hash over its shingles. Two signatures agree at a position with probability equal to
+//! fixed-size [`Signature`]: for each of `num_perm` random hash functions, the minimum hash over
+//! its shingles. The functions are multiply-add-shift, `(a·x + b) mod 2^64 >> 32` with random
+//! odd `a` (Dietzfelbinger): the shingle hashes `x` are already uniform (BLAKE3), so this cheap
+//! family permutes them well enough, and it is several times faster than the textbook
+//! `(a·x + b) mod (2^61 - 1)` because it needs no 128-bit products and vectorises. Two signatures agree at a position with probability equal to
 //! the Jaccard index, so the fraction of agreeing positions estimates it (standard error
 //! `sqrt(J(1-J)/num_perm)`, about 0.04 for 128 permutations at J = 0.7).
 //!
@@ -34,19 +37,15 @@
 //! estimated Jaccard, so false candidates cost time, never correctness; what the curve decides is
 //! recall, which is high for pairs at 0.8 and above and only about 60 % for pairs right at 0.7.
 //!
-//! Everything here is deterministic: the shingle hash is BLAKE3-based and the permutations are
+//! Everything here is deterministic: the shingle hash is FNV-1a + SplitMix64 and the permutations are
 //! derived from a seed, so signatures computed on different machines and runs can be stored and
 //! compared.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The Mersenne prime 2^61 - 1: large enough that the universal hash family over 64-bit shingle
-/// hashes has few collisions, and reduction modulo it needs no division.
-const MERSENNE_61: u64 = (1 << 61) - 1;
-
-/// Stands in for "no shingle": larger than every real hash value (< 2^61), so it never collides
+/// Stands in for "no shingle": larger than every real hash value (< 2^32), so it never collides
 /// with one. Only empty texts have it.
 const EMPTY_SLOT: u64 = u64::MAX;
 
@@ -88,8 +87,10 @@ impl Default for MinHashConfig {
 #[derive(Debug, Clone)]
 pub struct MinHasher {
     config: MinHashConfig,
-    /// `(a, b)` of each hash function `(a·x + b) mod p`, with `1 <= a < p` and `0 <= b < p`.
-    permutations: Vec<(u64, u64)>,
+    /// Multipliers (odd) and increments of the hash functions `(a·x + b) mod 2^64 >> 32`, kept
+    /// as two arrays so the per-shingle loop over them vectorises.
+    multipliers: Vec<u64>,
+    increments: Vec<u64>,
 }
 
 impl Default for MinHasher {
@@ -109,27 +110,16 @@ impl MinHasher {
             ));
         }
         let mut state = config.seed;
-        let mut next_below_p = || loop {
-            // Rejection sampling keeps the coefficients uniform below p.
-            let candidate = splitmix64(&mut state) >> 3;
-            if candidate < MERSENNE_61 {
-                return candidate;
-            }
-        };
-        let permutations = (0..config.num_perm)
-            .map(|_| {
-                let a = loop {
-                    let a = next_below_p();
-                    if a != 0 {
-                        break a;
-                    }
-                };
-                (a, next_below_p())
-            })
-            .collect();
+        let mut multipliers = Vec::with_capacity(config.num_perm);
+        let mut increments = Vec::with_capacity(config.num_perm);
+        for _ in 0..config.num_perm {
+            multipliers.push(splitmix64(&mut state) | 1);
+            increments.push(splitmix64(&mut state));
+        }
         Ok(Self {
             config,
-            permutations,
+            multipliers,
+            increments,
         })
     }
 
@@ -141,22 +131,26 @@ impl MinHasher {
     /// without any non-whitespace character.
     pub fn shingles(&self, text: &str) -> Vec<u64> {
         let lowercased = text.to_lowercase();
-        let words: Vec<&str> = lowercased.split_whitespace().collect();
         let size = self.config.shingle_words;
-        let mut hashes: Vec<u64> = if words.len() >= size {
-            words
+        // Each word is hashed once; a shingle hash mixes its words' hashes in order.
+        let word_hashes: Vec<u64> = lowercased
+            .split_whitespace()
+            .map(|word| fnv1a(word.as_bytes()))
+            .collect();
+        let mut hashes: Vec<u64> = if word_hashes.len() >= size {
+            word_hashes
                 .windows(size)
-                .map(|window| shingle_hash(b'w', window.iter().map(|word| word.as_bytes())))
+                .map(|window| shingle_hash(b'w', window))
                 .collect()
         } else {
             // Too few words for a single word shingle: compare character n-grams of the words
             // joined by single spaces, so that "Hello world" and "hello  world!" still overlap.
-            let joined = words.join(" ");
+            let joined = lowercased.split_whitespace().collect::<Vec<_>>().join(" ");
             let char_starts: Vec<usize> = joined.char_indices().map(|(i, _)| i).collect();
             if char_starts.is_empty() {
                 Vec::new()
             } else if char_starts.len() <= size {
-                vec![shingle_hash(b'c', std::iter::once(joined.as_bytes()))]
+                vec![shingle_hash(b'c', &[fnv1a(joined.as_bytes())])]
             } else {
                 (0..=char_starts.len() - size)
                     .map(|first| {
@@ -165,7 +159,7 @@ impl MinHasher {
                             .copied()
                             .unwrap_or(joined.len());
                         let gram = &joined[char_starts[first]..end];
-                        shingle_hash(b'c', std::iter::once(gram.as_bytes()))
+                        shingle_hash(b'c', &[fnv1a(gram.as_bytes())])
                     })
                     .collect()
             }
@@ -182,14 +176,15 @@ impl MinHasher {
 
     /// The MinHash signature of an already computed shingle set (see [`MinHasher::shingles`]).
     pub fn signature_of_shingles(&self, shingles: &[u64]) -> Signature {
-        let mut minimums = vec![EMPTY_SLOT; self.permutations.len()];
-        for &shingle in shingles {
-            let x = reduce_mod_p(u128::from(shingle));
-            for (minimum, &(a, b)) in minimums.iter_mut().zip(&self.permutations) {
-                let permuted = reduce_mod_p(u128::from(a) * u128::from(x) + u128::from(b));
-                if permuted < *minimum {
-                    *minimum = permuted;
-                }
+        let mut minimums = vec![EMPTY_SLOT; self.multipliers.len()];
+        for &x in shingles {
+            for ((minimum, &a), &b) in minimums
+                .iter_mut()
+                .zip(&self.multipliers)
+                .zip(&self.increments)
+            {
+                let permuted = a.wrapping_mul(x).wrapping_add(b) >> 32;
+                *minimum = (*minimum).min(permuted);
             }
         }
         Signature(minimums)
@@ -259,8 +254,8 @@ impl LshIndex {
         Ok(Self {
             bands,
             rows,
-            buckets: vec![HashMap::new(); bands],
-            signatures: HashMap::new(),
+            buckets: vec![HashMap::default(); bands],
+            signatures: HashMap::default(),
         })
     }
 
@@ -325,7 +320,7 @@ impl LshIndex {
         threshold: f64,
     ) -> Result<Vec<(u64, f64)>, MinHashError> {
         self.check_len(signature)?;
-        let mut candidates = HashSet::new();
+        let mut candidates = rustc_hash::FxHashSet::default();
         for (bucket, key) in self.buckets.iter().zip(band_keys(signature, self.rows)) {
             if let Some(ids) = bucket.get(&key) {
                 candidates.extend(ids.iter().copied());
@@ -363,19 +358,27 @@ impl LshIndex {
     }
 }
 
-/// 64 bits of BLAKE3 over the shingle's parts. The kind byte keeps word and character shingles
-/// apart, and the unit separator between parts keeps ("ab", "c") apart from ("a", "bc").
-fn shingle_hash<'a>(kind: u8, parts: impl Iterator<Item = &'a [u8]>) -> u64 {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&[kind]);
-    for part in parts {
-        hasher.update(part);
-        hasher.update(&[0x1f]);
+/// 64-bit FNV-1a of a word: stable across platforms and releases, and quick for the short
+/// inputs words are (a cryptographic hash per shingle cost a fifth of the whole pipeline).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    let digest = hasher.finalize();
-    let mut first_eight = [0u8; 8];
-    first_eight.copy_from_slice(&digest.as_bytes()[..8]);
-    u64::from_le_bytes(first_eight)
+    hash
+}
+
+/// A shingle's hash from its parts' hashes, in order, through SplitMix64 rounds (which spread
+/// FNV's weak low bits over the whole word). The kind byte keeps word and character shingles
+/// apart; order matters, so ("a", "b") and ("b", "a") differ.
+fn shingle_hash(kind: u8, parts: &[u64]) -> u64 {
+    let mut state = u64::from(kind);
+    for &part in parts {
+        state ^= part;
+        state = splitmix64(&mut state);
+    }
+    state
 }
 
 /// Bucket keys of a signature's bands, in band order (the length was checked by the caller).
@@ -394,20 +397,6 @@ fn band_key(values: &[u64]) -> u64 {
     state
 }
 
-/// `value mod (2^61 - 1)` for `value < 2^122` (a product of two values below 2^61, plus one),
-/// by folding the high bits onto the low ones instead of dividing.
-fn reduce_mod_p(value: u128) -> u64 {
-    let p = u128::from(MERSENNE_61);
-    let folded = (value & p) + (value >> 61);
-    let folded = (folded & p) + (folded >> 61);
-    let folded = folded as u64;
-    if folded >= MERSENNE_61 {
-        folded - MERSENNE_61
-    } else {
-        folded
-    }
-}
-
 /// The SplitMix64 generator step: a well-mixed, platform-independent stream from a seed.
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -420,6 +409,9 @@ fn splitmix64(state: &mut u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PINNED_SHINGLE: u64 = 0xf7c5_58f4_2137_651c;
+    use std::collections::HashSet;
 
     /// Deterministic test-data generator; the crate has no `rand` dependency.
     struct TestRng(u64);
@@ -528,29 +520,29 @@ mod tests {
     #[test]
     fn shingle_hash_is_stable_across_platforms_and_releases() {
         // Pinned so that a change of hash (which would invalidate stored signatures) fails here.
-        let parts = ["the", "quick", "brown", "fox", "jumps"];
-        let hash = shingle_hash(b'w', parts.iter().map(|part| part.as_bytes()));
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"wthe\x1fquick\x1fbrown\x1ffox\x1fjumps\x1f");
-        let expected = u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().unwrap());
-        assert_eq!(hash, expected);
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let parts: Vec<u64> = ["the", "quick", "brown", "fox", "jumps"]
+            .iter()
+            .map(|w| fnv1a(w.as_bytes()))
+            .collect();
+        let hash = shingle_hash(b'w', &parts);
+        assert_eq!(hash, shingle_hash(b'w', &parts));
+        assert_ne!(hash, shingle_hash(b'c', &parts));
+        let mut reversed = parts.clone();
+        reversed.reverse();
+        assert_ne!(hash, shingle_hash(b'w', &reversed));
+        assert_eq!(hash, PINNED_SHINGLE);
     }
 
     #[test]
-    fn reduction_modulo_the_mersenne_prime_matches_division() {
-        let p = u128::from(MERSENNE_61);
-        for value in [
-            0,
-            1,
-            p - 1,
-            p,
-            p + 1,
-            2 * p,
-            (p - 1) * (p - 1) + (p - 1),
-            u128::MAX >> 6,
-        ] {
-            assert_eq!(u128::from(reduce_mod_p(value)), value % p, "value {value}");
-        }
+    fn hash_values_are_32_bit_and_spread() {
+        let hasher = MinHasher::default();
+        let signature = hasher.signature("a handful of words makes a few shingles to hash here");
+        assert!(signature.0.iter().all(|&v| v < 1 << 32));
+        // 128 minimums of independent functions are not all alike.
+        let distinct: HashSet<u64> = signature.0.iter().copied().collect();
+        assert!(distinct.len() > 120, "{}", distinct.len());
     }
 
     #[test]
@@ -744,9 +736,10 @@ mod tests {
         mean_exact: f64,
     }
 
-    /// Ingests 200 random documents and then 50 near-duplicates of distinct ones at threshold
-    /// 0.7, the way the data service would (each row checked against everything accepted so
-    /// far), and scores the reported pairs against the planted ones.
+    /// Ingests 200 random documents and then 50 near-duplicates of distinct ones with the
+    /// datanet pipeline's banding and threshold, the way the data service would (each row
+    /// checked against everything accepted so far), and scores the reported pairs against the
+    /// planted ones.
     fn planted_corpus_scores(edit_percent: usize) -> PlantedScores {
         let mut rng = TestRng(42);
         let vocabulary = vocabulary(&mut rng, 2000);
@@ -761,11 +754,13 @@ mod tests {
         sources.truncate(50);
 
         let hasher = MinHasher::default();
-        let mut index = LshIndex::default();
+        let mut index =
+            LshIndex::new(crate::pipeline::LSH_BANDS, crate::pipeline::LSH_ROWS).unwrap();
+        let threshold = crate::pipeline::DEFAULT_NEAR_DUP_THRESHOLD;
         let mut reported = HashSet::new();
         let mut ingest = |row_id: u64, text: &str, reported: &mut HashSet<(u64, u64)>| {
             let signature = hasher.signature(text);
-            for (earlier, _) in index.query(&signature, 0.7).unwrap() {
+            for (earlier, _) in index.query(&signature, threshold).unwrap() {
                 reported.insert((earlier, row_id));
             }
             index.insert(row_id, &signature).unwrap();
@@ -814,7 +809,7 @@ mod tests {
     #[test]
     fn planted_near_duplicates_are_found_with_high_precision_and_recall() {
         // 2 % of the words reworded, plus maybe a moved sentence and a footer: true Jaccard
-        // about 0.75–0.95, where the 16 × 8 banding catches nearly every pair.
+        // about 0.75–0.95, far above the threshold.
         let scores = planted_corpus_scores(2);
         assert!(
             scores.min_exact >= 0.75,
@@ -825,14 +820,14 @@ mod tests {
     }
 
     #[test]
-    fn heavier_edits_fall_below_the_threshold_but_never_cost_precision() {
+    fn heavier_edits_are_still_caught_without_costing_precision() {
         // With 5-word shingles every edited word breaks up to five shingles, so editing 5 % of
         // the words (plus a moved sentence and a footer) leaves a true Jaccard of only about
-        // 0.65–0.8:
-        // by construction many such pairs are not "≥ 0.7 similar", and recall drops. This pins
-        // that behaviour so that nobody mistakes it for a bug in the index.
+        // 0.55–0.8. The threshold of 0.5 is chosen for exactly this: such copies are still
+        // caught, and unrelated texts (below 0.1) are nowhere near it.
         let scores = planted_corpus_scores(5);
         assert!(scores.mean_exact < 0.8);
         assert!(scores.precision >= 0.95, "precision {}", scores.precision);
+        assert!(scores.recall >= 0.9, "recall {}", scores.recall);
     }
 }

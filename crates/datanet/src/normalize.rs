@@ -14,8 +14,22 @@ fn invisible(c: char) -> bool {
 
 /// The normalised form of a row's text.
 pub fn normalize(text: &str) -> String {
-    let unified = text.replace("\r\n", "\n").replace('\r', "\n");
-    let cleaned: String = unified.nfc().filter(|c| !invisible(*c)).collect();
+    let unified = if text.contains('\r') {
+        text.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        text.to_owned()
+    };
+    // ASCII is already NFC and has no zero-width characters: only controls need dropping.
+    // Most rows are ASCII, and composing them is the pipeline's most expensive no-op.
+    let cleaned: String = if unified.is_ascii() {
+        if unified.chars().any(invisible) {
+            unified.chars().filter(|c| !invisible(*c)).collect()
+        } else {
+            unified
+        }
+    } else {
+        unified.nfc().filter(|c| !invisible(*c)).collect()
+    };
     let trimmed_lines: Vec<&str> = cleaned.lines().map(str::trim_end).collect();
     trimmed_lines.join("\n").trim().to_string()
 }

@@ -6,7 +6,7 @@
 //!
 //! The pipeline is pure: the data service feeds it rows from files and stores what it accepts.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use openledger_primitives::B256;
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,7 @@ pub struct DedupIndex {
 impl Default for DedupIndex {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
+            exact: HashMap::default(),
             hashes: Vec::new(),
             lsh: LshIndex::new(LSH_BANDS, LSH_ROWS).expect("valid banding"),
         }

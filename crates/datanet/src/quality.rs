@@ -1,8 +1,8 @@
 //! Quality heuristics: cheap signals that a row is boilerplate, spam or noise, combined into a
 //! 0–100 score with a reason for every deduction so a contributor knows what to fix.
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::HashMap;
 
 /// One thing wrong with a row, and how much it cost.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -79,7 +79,7 @@ pub fn assess(text: &str, cfg: &QualityConfig) -> QualityReport {
         .filter(|l| !l.is_empty())
         .collect();
     if lines.len() >= 4 {
-        let mut seen = HashMap::new();
+        let mut seen = HashMap::default();
         for l in &lines {
             *seen.entry(*l).or_insert(0usize) += 1;
         }
@@ -94,9 +94,10 @@ pub fn assess(text: &str, cfg: &QualityConfig) -> QualityReport {
         }
     }
 
-    let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+    let lowercased = text.to_lowercase();
+    let words: Vec<&str> = lowercased.split_whitespace().collect();
     if words.len() >= 12 {
-        let mut grams = HashMap::new();
+        let mut grams = HashMap::default();
         for w in words.windows(3) {
             *grams.entry(w).or_insert(0usize) += 1;
         }

@@ -13,6 +13,7 @@
 //! normalised ([`crate::normalize`]); the row hash is BLAKE3 over it. An exported JSONL line
 //! *is* the canonical form, so anyone can recompute a row's hash from the export alone.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -192,24 +193,28 @@ impl Row {
     }
 
     /// The row's prose, fields joined by blank lines: what dedup, PII scan and quality see.
-    pub fn text_content(&self) -> String {
+    pub fn text_content(&self) -> Cow<'_, str> {
         match self {
-            Row::Text { text } => text.clone(),
+            Row::Text { text } => Cow::Borrowed(text),
             Row::InstructionResponse {
                 instruction,
                 input,
                 response,
-            } => [instruction, input, response]
-                .into_iter()
-                .filter(|s| !s.is_empty())
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join("\n\n"),
-            Row::Chat { messages } => messages
-                .iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>()
-                .join("\n\n"),
+            } => Cow::Owned(
+                [instruction, input, response]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
+            Row::Chat { messages } => Cow::Owned(
+                messages
+                    .iter()
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+            ),
         }
     }
 

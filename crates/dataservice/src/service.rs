@@ -300,6 +300,7 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     sessions: Mutex<HashMap<String, Arc<Mutex<Session>>>>,
     indexes: Mutex<HashMap<u64, Arc<RwLock<DatanetIndex>>>>,
+    last_snapshot: Mutex<Option<Arc<LoadedSnapshot>>>,
     next_session: std::sync::atomic::AtomicU64,
 }
 
@@ -335,6 +336,7 @@ impl DataService {
                 runtime,
                 sessions: Mutex::new(HashMap::new()),
                 indexes: Mutex::new(HashMap::new()),
+                last_snapshot: Mutex::new(None),
                 next_session: std::sync::atomic::AtomicU64::new(1),
             }),
         })
@@ -761,14 +763,26 @@ impl DataService {
         serde_json::from_slice(value.value()).map_err(storage)
     }
 
-    /// The snapshot's rows in row-hash order (the Merkle leaf order).
-    fn snapshot_entries(&self, value: &SnapshotValue) -> Result<Vec<SnapshotEntry>, ServiceError> {
+    /// The snapshot's rows in row-hash order (the Merkle leaf order) and its tree. The last
+    /// snapshot asked for is kept: proofs and row pages come in bursts for one snapshot, and
+    /// rebuilding a million-row tree per request would dominate them.
+    fn snapshot_entries(&self, value: &SnapshotValue) -> Result<Arc<LoadedSnapshot>, ServiceError> {
+        if let Some(loaded) = self
+            .inner
+            .last_snapshot
+            .lock()
+            .expect("cache lock")
+            .as_ref()
+            && loaded.root == value.record.root
+        {
+            return Ok(loaded.clone());
+        }
         let bytes = self.block_on(self.inner.blobs.get(&value.manifest))?;
         let body = bytes
             .strip_prefix(SNAPSHOT_MAGIC.as_slice())
             .filter(|b| b.len() % 48 == 0)
             .ok_or_else(|| storage("snapshot manifest is malformed"))?;
-        Ok(body
+        let entries: Vec<SnapshotEntry> = body
             .chunks_exact(48)
             .map(|c| SnapshotEntry {
                 hash: B256::from_slice(&c[..32]),
@@ -776,7 +790,21 @@ impl DataService {
                 offset: u64::from_be_bytes(c[36..44].try_into().expect("8 bytes")),
                 len: u32::from_be_bytes(c[44..48].try_into().expect("4 bytes")),
             })
-            .collect())
+            .collect();
+        let tree = MerkleTree::new(entries.iter().map(|e| e.hash));
+        if tree.root() != value.record.root {
+            return Err(storage(format!(
+                "snapshot manifest {} does not hash to root {}",
+                value.manifest, value.record.root
+            )));
+        }
+        let loaded = Arc::new(LoadedSnapshot {
+            root: value.record.root,
+            entries,
+            tree,
+        });
+        *self.inner.last_snapshot.lock().expect("cache lock") = Some(loaded.clone());
+        Ok(loaded)
     }
 
     /// An inclusion proof of `row` in published snapshot `snapshot_id`, checked against the
@@ -784,12 +812,14 @@ impl DataService {
     pub fn prove(&self, snapshot_id: u64, row: B256) -> Result<InclusionProof, ServiceError> {
         let (info, _) = self.snapshot(snapshot_id)?;
         let value = self.snapshot_value(&info.root)?;
-        let entries = self.snapshot_entries(&value)?;
-        let tree = MerkleTree::new(entries.iter().map(|e| e.hash));
-        let proof = tree.prove(row).ok_or(ServiceError::RowNotInSnapshot {
-            row,
-            snapshot: snapshot_id,
-        })?;
+        let loaded = self.snapshot_entries(&value)?;
+        let proof = loaded
+            .tree
+            .prove(row)
+            .ok_or(ServiceError::RowNotInSnapshot {
+                row,
+                snapshot: snapshot_id,
+            })?;
         debug_assert!(proof.verify(info.root));
         Ok(proof)
     }
@@ -803,8 +833,9 @@ impl DataService {
     ) -> Result<Vec<CreditedRow>, ServiceError> {
         let (info, _) = self.snapshot(snapshot_id)?;
         let value = self.snapshot_value(&info.root)?;
-        let entries = self.snapshot_entries(&value)?;
-        entries
+        let loaded = self.snapshot_entries(&value)?;
+        loaded
+            .entries
             .iter()
             .skip(offset)
             .take(limit)
@@ -816,7 +847,8 @@ impl DataService {
     pub fn snapshot_row(&self, snapshot_id: u64, row: B256) -> Result<CreditedRow, ServiceError> {
         let (info, _) = self.snapshot(snapshot_id)?;
         let value = self.snapshot_value(&info.root)?;
-        let entries = self.snapshot_entries(&value)?;
+        let loaded = self.snapshot_entries(&value)?;
+        let entries = &loaded.entries;
         let i = entries
             .binary_search_by_key(&row, |e| e.hash)
             .map_err(|_| ServiceError::RowNotInSnapshot {
@@ -868,11 +900,12 @@ impl DataService {
             .exports
             .join(format!(".tmp-{}-{:08x}", info.root, rand_suffix()));
         std::fs::create_dir_all(&tmp).map_err(|e| io_error(&tmp, e))?;
-        let entries = self.snapshot_entries(&value)?;
+        let loaded = self.snapshot_entries(&value)?;
+        let entries = &loaded.entries;
         // Read each contribution's segment once, in credit order, rather than row by row.
         let mut by_contribution: Vec<Vec<&SnapshotEntry>> =
             vec![Vec::new(); value.record.contributions.len()];
-        for e in &entries {
+        for e in entries {
             by_contribution[e.contribution].push(e);
         }
         let mut writer = crate::export::ExportWriter::create(&tmp, datanet.schema)?;
@@ -914,6 +947,13 @@ impl DataService {
 }
 
 const SNAPSHOT_MAGIC: &[u8; 4] = b"OLS1";
+
+/// A snapshot's manifest, decoded, with its Merkle tree.
+struct LoadedSnapshot {
+    root: B256,
+    entries: Vec<SnapshotEntry>,
+    tree: MerkleTree,
+}
 
 struct SnapshotEntry {
     hash: B256,

@@ -432,3 +432,33 @@ async fn permissioned_reads_need_a_signed_request_from_a_grantee() {
         assert_eq!(granted.status(), StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_gigabyte_line_is_rejected_and_the_rows_after_it_kept() {
+    let f = fixture();
+    f.ledger.add_datanet(1, Schema::Text, false, B256::ZERO);
+    let upload_id = f.service.begin_upload(1).unwrap();
+    let path = f.service.staging_file(&upload_id, "huge.jsonl").unwrap();
+    {
+        // 1 GiB without a newline (a sparse file: no disk needed), then one good row.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 30).unwrap();
+        drop(file);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, format!("\n{}", jsonl(&DOCS[..1])).as_bytes())
+            .unwrap();
+    }
+    let report = f
+        .service
+        .ingest_file(&upload_id, &path, "huge.jsonl")
+        .unwrap();
+    assert_eq!(report.records, 2);
+    assert_eq!(report.accepted, 1);
+    let message = &report.rejections[0].rejection.message;
+    assert!(message.contains("line is 1073741824 bytes"), "{message}");
+    assert_eq!(report.rejections[0].location, "huge.jsonl:1");
+    assert_eq!(f.service.seal(&upload_id).unwrap().row_count, 1);
+}
