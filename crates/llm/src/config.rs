@@ -1,0 +1,124 @@
+//! Hyperparameters of a llama-family model, read from GGUF metadata.
+
+use candle_core::quantized::gguf_file::{Content, Value};
+
+use crate::LlmError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f32,
+    pub rms_norm_eps: f64,
+    pub context_length: usize,
+}
+
+impl LlamaConfig {
+    /// Reads `llama.*` keys. Only the llama architecture is supported; anything else is a
+    /// clear error before any tensor is read.
+    pub fn from_gguf(content: &Content) -> Result<Self, LlmError> {
+        let arch = string(content, "general.architecture")?;
+        if arch != "llama" {
+            return Err(LlmError::Unsupported(format!(
+                "architecture {arch:?}; only llama-family models (\"llama\") are supported"
+            )));
+        }
+        let hidden_size = uint(content, "llama.embedding_length")?;
+        let num_heads = uint(content, "llama.attention.head_count")?;
+        let num_kv_heads = uint(content, "llama.attention.head_count_kv").unwrap_or(num_heads);
+        if num_heads == 0
+            || hidden_size % num_heads != 0
+            || num_kv_heads == 0
+            || num_heads % num_kv_heads != 0
+        {
+            return Err(LlmError::BadModel(format!(
+                "inconsistent attention shape: {hidden_size} wide, {num_heads} heads, {num_kv_heads} key/value heads"
+            )));
+        }
+        let head_dim = hidden_size / num_heads;
+        if head_dim % 2 != 0 {
+            return Err(LlmError::BadModel(format!(
+                "head dimension {head_dim} is odd; RoPE needs pairs"
+            )));
+        }
+        let vocab_size = match content.metadata.get("llama.vocab_size") {
+            Some(v) => to_usize(v, "llama.vocab_size")?,
+            None => content
+                .metadata
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v.to_vec().ok())
+                .map(Vec::len)
+                .ok_or_else(|| {
+                    LlmError::BadModel(
+                        "no vocabulary size (llama.vocab_size or tokenizer.ggml.tokens)".into(),
+                    )
+                })?,
+        };
+        Ok(Self {
+            vocab_size,
+            hidden_size,
+            intermediate_size: uint(content, "llama.feed_forward_length")?,
+            num_layers: uint(content, "llama.block_count")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rope_theta: float(content, "llama.rope.freq_base").unwrap_or(10_000.0),
+            rms_norm_eps: f64::from(
+                float(content, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            ),
+            context_length: uint(content, "llama.context_length").unwrap_or(2048),
+        })
+    }
+}
+
+fn missing(key: &str) -> LlmError {
+    LlmError::BadModel(format!("GGUF metadata has no {key:?}"))
+}
+
+pub(crate) fn string<'a>(content: &'a Content, key: &str) -> Result<&'a String, LlmError> {
+    content
+        .metadata
+        .get(key)
+        .ok_or_else(|| missing(key))?
+        .to_string()
+        .map_err(|_| LlmError::BadModel(format!("GGUF metadata {key:?} is not a string")))
+}
+
+fn to_usize(value: &Value, key: &str) -> Result<usize, LlmError> {
+    let n = match value {
+        Value::U8(v) => u64::from(*v),
+        Value::U16(v) => u64::from(*v),
+        Value::U32(v) => u64::from(*v),
+        Value::U64(v) => *v,
+        Value::I8(v) if *v >= 0 => *v as u64,
+        Value::I16(v) if *v >= 0 => *v as u64,
+        Value::I32(v) if *v >= 0 => *v as u64,
+        Value::I64(v) if *v >= 0 => *v as u64,
+        _ => {
+            return Err(LlmError::BadModel(format!(
+                "GGUF metadata {key:?} is not a non-negative integer"
+            )));
+        }
+    };
+    usize::try_from(n)
+        .map_err(|_| LlmError::BadModel(format!("GGUF metadata {key:?} is too large")))
+}
+
+pub(crate) fn uint(content: &Content, key: &str) -> Result<usize, LlmError> {
+    to_usize(content.metadata.get(key).ok_or_else(|| missing(key))?, key)
+}
+
+fn float(content: &Content, key: &str) -> Result<f32, LlmError> {
+    match content.metadata.get(key).ok_or_else(|| missing(key))? {
+        Value::F32(v) => Ok(*v),
+        Value::F64(v) => Ok(*v as f32),
+        _ => Err(LlmError::BadModel(format!(
+            "GGUF metadata {key:?} is not a float"
+        ))),
+    }
+}

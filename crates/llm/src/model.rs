@@ -1,0 +1,319 @@
+//! A llama-family transformer over GGUF weights, written out so it reads like the paper:
+//!
+//! ```text
+//! h  = x + Wo · attention(rope(Wq · rms(x)), rope(Wk · rms(x)), Wv · rms(x))
+//! x' = h + Wdown · (silu(Wgate · rms(h)) ⊙ Wup · rms(h))
+//! logits = Wout · rms(x_last)        (Wout = the embedding matrix when the file ties them)
+//! ```
+//!
+//! Linear layers stay quantized (`QMatMul`: Q4_0/Q4_1/Q8_0/K-quants, activations quantized per
+//! row as llama.cpp does on CPU). The KV cache belongs to the caller ([`KvCache`], one per
+//! sequence), so any number of conversations can share one resident model. RoPE is the
+//! interleaved variant: GGUF converters permute Q and K rows for it.
+
+use std::io::{Read, Seek};
+use std::sync::Arc;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::LlmError;
+use crate::config::LlamaConfig;
+
+/// How linear layers compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// Quantized weights, activations quantized per row (llama.cpp's CPU scheme): fast.
+    Quantized,
+    /// Weights expanded to f32 and plain matmuls: exact, ~4–8× the memory; what training and
+    /// reference checks use.
+    Dequantized,
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    ffn_norm: Tensor,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+pub struct Llama {
+    config: LlamaConfig,
+    embeddings: Arc<QTensor>,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    output: QMatMul,
+    /// RoPE tables, (positions, head_dim / 2).
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// One sequence's attention keys and values, per layer: (1, kv_heads, positions, head_dim).
+#[derive(Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Positions already in the cache.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn candle(e: candle_core::Error) -> LlmError {
+    LlmError::Compute(e.to_string())
+}
+
+impl Llama {
+    /// Loads the weights named by `content` from `reader` (the same GGUF file). Tensor shapes
+    /// are checked against the hyperparameters before anything runs.
+    pub fn from_gguf<R: Read + Seek>(
+        content: &Content,
+        reader: &mut R,
+        device: &Device,
+    ) -> Result<Self, LlmError> {
+        Self::from_gguf_with(content, reader, device, Weights::Quantized)
+    }
+
+    /// As [`Llama::from_gguf`], choosing how linear layers compute.
+    pub fn from_gguf_with<R: Read + Seek>(
+        content: &Content,
+        reader: &mut R,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Self, LlmError> {
+        let config = LlamaConfig::from_gguf(content)?;
+        let mut tensor = |name: &str, shape: &[usize]| -> Result<QTensor, LlmError> {
+            let info = content.tensor_infos.get(name).ok_or_else(|| {
+                LlmError::BadModel(format!("tensor {name:?} is missing from the GGUF"))
+            })?;
+            if info.shape.dims() != shape {
+                return Err(LlmError::BadModel(format!(
+                    "tensor {name:?} has shape {:?}, expected {shape:?} from the hyperparameters",
+                    info.shape.dims()
+                )));
+            }
+            content
+                .tensor(reader, name, device)
+                .map_err(|e| LlmError::BadModel(format!("cannot read tensor {name:?}: {e}")))
+        };
+        let c = &config;
+        let kv_width = c.num_kv_heads * c.head_dim;
+        let embeddings = Arc::new(tensor("token_embd.weight", &[c.vocab_size, c.hidden_size])?);
+        let norm = |q: QTensor| q.dequantize(device).map_err(candle);
+        let matmul = |q: QTensor| match weights {
+            Weights::Quantized => QMatMul::from_qtensor(q).map_err(candle),
+            Weights::Dequantized => Ok(QMatMul::Tensor(q.dequantize(device).map_err(candle)?)),
+        };
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = |name: &str| format!("blk.{i}.{name}.weight");
+            layers.push(Layer {
+                attn_norm: norm(tensor(&p("attn_norm"), &[c.hidden_size])?)?,
+                wq: matmul(tensor(&p("attn_q"), &[c.hidden_size, c.hidden_size])?)?,
+                wk: matmul(tensor(&p("attn_k"), &[kv_width, c.hidden_size])?)?,
+                wv: matmul(tensor(&p("attn_v"), &[kv_width, c.hidden_size])?)?,
+                wo: matmul(tensor(&p("attn_output"), &[c.hidden_size, c.hidden_size])?)?,
+                ffn_norm: norm(tensor(&p("ffn_norm"), &[c.hidden_size])?)?,
+                w_gate: matmul(tensor(
+                    &p("ffn_gate"),
+                    &[c.intermediate_size, c.hidden_size],
+                )?)?,
+                w_up: matmul(tensor(&p("ffn_up"), &[c.intermediate_size, c.hidden_size])?)?,
+                w_down: matmul(tensor(
+                    &p("ffn_down"),
+                    &[c.hidden_size, c.intermediate_size],
+                )?)?,
+            });
+        }
+        let output_norm = norm(tensor("output_norm.weight", &[c.hidden_size])?)?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            matmul(tensor("output.weight", &[c.vocab_size, c.hidden_size])?)?
+        } else {
+            // Tied embeddings: the output projection is the embedding matrix.
+            match weights {
+                Weights::Quantized => QMatMul::from_arc(embeddings.clone()).map_err(candle)?,
+                Weights::Dequantized => {
+                    QMatMul::Tensor(embeddings.dequantize(device).map_err(candle)?)
+                }
+            }
+        };
+        let (cos, sin) = rope_tables(&config, device)?;
+        Ok(Self {
+            config,
+            embeddings,
+            layers,
+            output_norm,
+            output,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![None; self.config.num_layers],
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens` (the next positions of the sequence whose cache is `cache`) and returns
+    /// the logits of the last one, as a `Vec` of `vocab_size` floats.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, LlmError> {
+        let c = &self.config;
+        if tokens.is_empty() {
+            return Err(LlmError::BadInput("no tokens to run".into()));
+        }
+        if cache.len + tokens.len() > c.context_length {
+            return Err(LlmError::ContextFull {
+                needed: cache.len + tokens.len(),
+                context: c.context_length,
+            });
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(LlmError::BadInput(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        if cache.layers.len() != c.num_layers {
+            cache.layers = vec![None; c.num_layers];
+            cache.len = 0;
+        }
+        let seq = tokens.len();
+        let start = cache.len;
+        let ids = Tensor::new(tokens, &self.device).map_err(candle)?;
+        let mut x = self
+            .embeddings
+            .embedding(&ids)
+            .and_then(|e| e.unsqueeze(0))
+            .map_err(candle)?;
+        let cos = self.cos.narrow(0, start, seq).map_err(candle)?;
+        let sin = self.sin.narrow(0, start, seq).map_err(candle)?;
+        let mask = if seq > 1 {
+            Some(causal_mask(seq, start, &self.device)?)
+        } else {
+            None
+        };
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = self
+                .block(layer, &x, &cos, &sin, mask.as_ref(), slot)
+                .map_err(candle)?;
+        }
+        cache.len += seq;
+        let last = x.narrow(1, seq - 1, 1).map_err(candle)?;
+        let normed = candle_nn::ops::rms_norm(&last, &self.output_norm, c.rms_norm_eps as f32)
+            .map_err(candle)?;
+        let logits = self.output.forward(&normed).map_err(candle)?;
+        logits
+            .flatten_all()
+            .and_then(|l| l.to_dtype(DType::F32))
+            .and_then(|l| l.to_vec1())
+            .map_err(candle)
+    }
+
+    fn block(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let eps = c.rms_norm_eps as f32;
+        let (b, seq, _) = x.dims3()?;
+
+        let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
+        let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            t.reshape((b, seq, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads(layer.wq.forward(&h)?, c.num_heads)?;
+        let k = heads(layer.wk.forward(&h)?, c.num_kv_heads)?;
+        let v = heads(layer.wv.forward(&h)?, c.num_kv_heads)?;
+        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
+        let (k, v) = match cache.take() {
+            None => (k, v),
+            Some((past_k, past_v)) => (
+                Tensor::cat(&[&past_k, &k], 2)?.contiguous()?,
+                Tensor::cat(&[&past_v, &v], 2)?.contiguous()?,
+            ),
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let repeat = c.num_heads / c.num_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
+
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let attended = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, seq, c.hidden_size))?;
+        let x = (x + layer.wo.forward(&attended)?)?;
+
+        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+        let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
+        let up = layer.w_up.forward(&h)?;
+        x + layer.w_down.forward(&(gate * up)?)?
+    }
+}
+
+/// RoPE cos/sin tables for every position the model accepts.
+fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor), LlmError> {
+    let half = c.head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / c.head_dim as f32))
+        .collect();
+    let positions = c.context_length;
+    let mut angles = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        angles.extend(inv_freq.iter().map(|f| p as f32 * f));
+    }
+    let angles = Tensor::from_vec(angles, (positions, half), device).map_err(candle)?;
+    Ok((angles.cos().map_err(candle)?, angles.sin().map_err(candle)?))
+}
+
+/// Additive mask for `seq` new positions after `past` cached ones: −∞ above the diagonal.
+fn causal_mask(seq: usize, past: usize, device: &Device) -> Result<Tensor, LlmError> {
+    let total = past + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (1, 1, seq, total), device).map_err(candle)
+}
+
+/// The index of the largest logit (greedy decoding).
+pub fn argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
+}
