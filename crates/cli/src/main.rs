@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_datanet;
+mod bench_model;
 mod datanet;
 mod devnet;
 mod model;
@@ -52,6 +53,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure the datanet pipeline (ingest MB/s against datatrove, near-dup quality and scale).
     BenchDatanet(bench_datanet::DatanetBenchArgs),
+    /// Measure base-model inference (prefill, decode) beside llama.cpp on the same GGUF.
+    BenchModel(bench_model::ModelBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::VerifyProof(args) => proof::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchDatanet(args) => bench_datanet::run(args),
+        Command::BenchModel(args) => bench_model::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
