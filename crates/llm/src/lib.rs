@@ -3,6 +3,7 @@
 //! - [`config`]: hyperparameters from GGUF metadata (only `llama` is accepted).
 //! - [`tokenizer`]: the GGUF's byte-level BPE tokenizer, split exactly as llama.cpp splits it.
 //! - [`model`]: the transformer over quantized weights; KV caches belong to callers.
+//! - [`lora`]: LoRA adapters on any linear layer, in Hugging Face PEFT's file layout.
 //! - [`chat`]: chat prompts in the model's format; [`sampling`] and [`generate`]: decoding.
 //! - [`store`]: base models on disk by content hash, with names.
 //! - [`testing`]: a tiny random llama written as a real GGUF, for tests anywhere.
@@ -10,6 +11,7 @@
 pub mod chat;
 pub mod config;
 pub mod generate;
+pub mod lora;
 pub mod model;
 pub mod sampling;
 pub mod store;
@@ -24,6 +26,7 @@ use candle_core::quantized::gguf_file::Content;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use generate::{Completion, FinishReason, generate};
+pub use lora::{LoraAdapter, LoraConfig, Target};
 pub use model::{KvCache, Llama, Weights};
 pub use sampling::{Sampler, SamplingParams};
 pub use store::{DEFAULT_MODEL, ModelStore, StoredModel};

@@ -20,6 +20,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::LlmError;
 use crate::config::LlamaConfig;
+use crate::lora::{LoraAdapter, Target};
 
 /// How linear layers compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +116,9 @@ impl Llama {
         let embeddings = Arc::new(tensor("token_embd.weight", &[c.vocab_size, c.hidden_size])?);
         let norm = |q: QTensor| q.dequantize(device).map_err(candle);
         let matmul = |q: QTensor| match weights {
-            Weights::Quantized => QMatMul::from_qtensor(requantize_for_speed(q, device)?).map_err(candle),
+            Weights::Quantized => {
+                QMatMul::from_qtensor(requantize_for_speed(q, device)?).map_err(candle)
+            }
             Weights::Dequantized => Ok(QMatMul::Tensor(q.dequantize(device).map_err(candle)?)),
         };
         let mut layers = Vec::with_capacity(c.num_layers);
@@ -178,6 +181,16 @@ impl Llama {
     /// Runs `tokens` (the next positions of the sequence whose cache is `cache`) and returns
     /// the logits of the last one, as a `Vec` of `vocab_size` floats.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, LlmError> {
+        self.forward_with(tokens, cache, None)
+    }
+
+    /// As [`Llama::forward`], with a LoRA adapter's deltas added to the layers it targets.
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        adapter: Option<&LoraAdapter>,
+    ) -> Result<Vec<f32>, LlmError> {
         let c = &self.config;
         if tokens.is_empty() {
             return Err(LlmError::BadInput("no tokens to run".into()));
@@ -213,9 +226,9 @@ impl Llama {
         } else {
             None
         };
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (index, (layer, slot)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             x = self
-                .block(layer, &x, &cos, &sin, mask.as_ref(), slot)
+                .block(index, layer, &x, &cos, &sin, mask.as_ref(), slot, adapter)
                 .map_err(candle)?;
         }
         cache.len += seq;
@@ -230,18 +243,33 @@ impl Llama {
             .map_err(candle)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
+        index: usize,
         layer: &Layer,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
         mask: Option<&Tensor>,
         cache: &mut Option<(Tensor, Tensor)>,
+        adapter: Option<&LoraAdapter>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let (b, seq, _) = x.dims3()?;
+        // W·x, plus the adapter's s·B·A·x where it has one.
+        let linear = |w: &QMatMul, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
+            let base = w.forward(x)?;
+            match adapter
+                .map(|a| a.delta(index, target, x))
+                .transpose()?
+                .flatten()
+            {
+                Some(delta) => base + delta,
+                None => Ok(base),
+            }
+        };
 
         let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
@@ -249,9 +277,9 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = heads(layer.wq.forward(&h)?, c.num_heads)?;
-        let k = heads(layer.wk.forward(&h)?, c.num_kv_heads)?;
-        let v = heads(layer.wv.forward(&h)?, c.num_kv_heads)?;
+        let q = heads(linear(&layer.wq, Target::Q, &h)?, c.num_heads)?;
+        let k = heads(linear(&layer.wk, Target::K, &h)?, c.num_kv_heads)?;
+        let v = heads(linear(&layer.wv, Target::V, &h)?, c.num_kv_heads)?;
         let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
         let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
         let (k, v) = match cache.take() {
@@ -276,12 +304,12 @@ impl Llama {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, seq, c.hidden_size))?;
-        let x = (x + layer.wo.forward(&attended)?)?;
+        let x = (x + linear(&layer.wo, Target::O, &attended)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
-        let gate = candle_nn::ops::silu(&layer.w_gate.forward(&h)?)?;
-        let up = layer.w_up.forward(&h)?;
-        x + layer.w_down.forward(&(gate * up)?)?
+        let gate = candle_nn::ops::silu(&linear(&layer.w_gate, Target::Gate, &h)?)?;
+        let up = linear(&layer.w_up, Target::Up, &h)?;
+        x + linear(&layer.w_down, Target::Down, &(gate * up)?)?
     }
 }
 
@@ -291,7 +319,10 @@ impl Llama {
 /// (far less than the 4-bit originals' own rounding), and its dot product is vectorised.
 fn requantize_for_speed(q: QTensor, device: &Device) -> Result<QTensor, LlmError> {
     use candle_core::quantized::GgmlDType;
-    let slow = matches!(q.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+    let slow = matches!(
+        q.dtype(),
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
+    );
     let inner = q.shape().dims().last().copied().unwrap_or(0);
     if !slow || inner % 32 != 0 {
         return Ok(q);
