@@ -20,3 +20,6 @@ pub const GOVERNANCE: Address = address!("0x000000000000000000000000000000000000
 
 /// `Datanets`: community datasets — creation, contributions, curation, snapshots, access.
 pub const DATANETS: Address = address!("0x0000000000000000000000000000000000000f02");
+
+/// The `Models` module: base models and published fine-tunes (`IModels.sol`).
+pub const MODELS: Address = address!("0x0000000000000000000000000000000000000f03");

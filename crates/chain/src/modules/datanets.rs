@@ -79,6 +79,18 @@ fn snapshot(id: u64) -> U256 {
     slot("snapshot", &[&id_key(id)])
 }
 
+/// The root of published snapshot `id`, for other modules (`None` if there is no such
+/// snapshot). Reads this module's storage through `sload_at`, so the caller pays for it.
+pub fn snapshot_root(host: &mut dyn ModuleHost, id: u64) -> Result<Option<B256>, ModuleError> {
+    let base = snapshot(id);
+    if host.sload_at(DATANETS, field(base, S_DATANET))?.is_zero() {
+        return Ok(None);
+    }
+    Ok(Some(B256::from(
+        host.sload_at(DATANETS, field(base, S_ROOT))?,
+    )))
+}
+
 fn member(tag: &str, id: u64, who: Address) -> U256 {
     slot(tag, &[&id_key(id), who.as_slice()])
 }
@@ -619,74 +631,32 @@ impl Module for Datanets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::{BlockContext, ExecutedTx, call, execute_block};
-    use crate::spec::ChainSpec;
-    use crate::state::{MemoryState, StateView};
-    use crate::test_utils::{CHAIN_ID, funded, key, recovered, signed};
-    use alloy_primitives::TxKind;
+    use crate::executor::ExecutedTx;
+    use crate::state::StateView;
+    use crate::test_utils::key;
     use alloy_signer_local::PrivateKeySigner;
-    use alloy_sol_types::SolError;
     use openledger_primitives::units::ONE_OPEN;
-    use revm::context::TxEnv;
 
-    struct Chain {
-        state: MemoryState,
-        nonces: std::collections::HashMap<Address, u64>,
-        timestamp: u64,
+    use super::super::test_chain::{Chain as TestChain, reverted_with};
+
+    struct Chain(TestChain);
+
+    impl std::ops::Deref for Chain {
+        type Target = TestChain;
+        fn deref(&self) -> &TestChain {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Chain {
+        fn deref_mut(&mut self) -> &mut TestChain {
+            &mut self.0
+        }
     }
 
     impl Chain {
         fn new() -> Self {
-            Self {
-                state: funded(5).1,
-                nonces: Default::default(),
-                timestamp: 1_000,
-            }
-        }
-
-        fn ctx(&self) -> BlockContext {
-            BlockContext {
-                number: 1,
-                timestamp: self.timestamp,
-                beneficiary: Address::repeat_byte(0xbe),
-                base_fee: 1,
-                gas_limit: 30_000_000,
-                prevrandao: B256::ZERO,
-            }
-        }
-
-        fn send(&mut self, from: &PrivateKeySigner, data: Vec<u8>, value: U256) -> ExecutedTx {
-            let nonce = self.nonces.entry(from.address()).or_default();
-            let tx = recovered(&signed(
-                from,
-                *nonce,
-                TxKind::Call(DATANETS),
-                value,
-                data.into(),
-                1_000_000,
-            ));
-            *nonce += 1;
-            let block = execute_block(
-                &ChainSpec::devnet(CHAIN_ID),
-                &self.state,
-                &self.ctx(),
-                vec![tx],
-            )
-            .unwrap();
-            self.state.apply(&block.diff);
-            block.txs.into_iter().next().expect("included")
-        }
-
-        fn view(&self, data: Vec<u8>) -> Bytes {
-            let tx = TxEnv {
-                kind: TxKind::Call(DATANETS),
-                data: data.into(),
-                gas_limit: 1_000_000,
-                ..TxEnv::default()
-            };
-            let out = call(&ChainSpec::devnet(CHAIN_ID), &self.state, &self.ctx(), tx).unwrap();
-            assert!(out.success, "view reverted: {:?}", out.output);
-            out.output
+            Chain(TestChain::new(DATANETS))
         }
 
         fn create(
@@ -710,12 +680,6 @@ mod tests {
             .abi_encode();
             self.send(owner, data, ONE_OPEN * U256::from(10))
         }
-    }
-
-    fn reverted_with<E: SolError>(tx: &ExecutedTx) -> E {
-        assert!(!tx.success, "expected a revert");
-        E::abi_decode(&tx.output)
-            .unwrap_or_else(|_| panic!("revert data {:?} is not {}", tx.output, E::SIGNATURE))
     }
 
     #[test]

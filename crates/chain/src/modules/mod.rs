@@ -7,8 +7,11 @@
 //! precompiles; adding a module is one entry in [`modules`].
 
 pub mod datanets;
+pub mod models;
 pub mod protocol_params;
 pub mod storage;
+#[cfg(test)]
+mod test_chain;
 
 use alloy_sol_types::SolError;
 use openledger_primitives::{Address, B256, Bytes, U256};
@@ -20,6 +23,7 @@ use revm::primitives::{AddressSet, Log, hardfork::SpecId};
 use std::sync::Arc;
 
 pub use datanets::Datanets;
+pub use models::Models;
 pub use protocol_params::ProtocolParams;
 
 /// Gas every module call pays before doing anything (like a contract call's overhead).
@@ -92,7 +96,11 @@ pub trait Module: Send + Sync {
 
 /// Every module the chain runs. Order does not matter; addresses must be unique.
 pub fn modules() -> Vec<Arc<dyn Module>> {
-    vec![Arc::new(ProtocolParams), Arc::new(Datanets)]
+    vec![
+        Arc::new(ProtocolParams),
+        Arc::new(Datanets),
+        Arc::new(Models),
+    ]
 }
 
 /// Ethereum's precompiles plus OpenLedger's modules, as one revm precompile provider.
