@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 import { promisify } from 'node:util';
+import { castAgainst } from './lib.js';
 import { foundryBin, openledgerBin, startNode, IS_ANVIL } from './harness.js';
 
 const execFileP = promisify(execFile);
@@ -42,13 +43,7 @@ describe('datanet data service end to end', { skip: IS_ANVIL && 'OpenLedger only
     assert.ok(r.ok, r.out);
     return r.out;
   };
-  const cast = async (...args) => {
-    const { stdout } = await execFileP(CAST, [args[0], '--rpc-url', node.rpcUrl, ...args.slice(1)], {
-      timeout: 60_000,
-      env: { ...process.env, FOUNDRY_DISABLE_NIGHTLY_WARNING: '1', NO_COLOR: '1' },
-    });
-    return stdout.trim();
-  };
+  const cast = (...args) => castAgainst(node, CAST)(...args);
 
   before(async () => {
     node = await startNode();

@@ -3,25 +3,16 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { foundryBin, startNode, IS_ANVIL } from './harness.js';
-import { ETHER, rpcResult } from './lib.js';
+import { ETHER, castAgainst, rpcResult } from './lib.js';
 
-const execFileP = promisify(execFile);
 const CAST = foundryBin('cast');
 const DATANETS = '0x0000000000000000000000000000000000000f02';
 const TREASURY = '0x0000000000000000000000000000000000000f00';
 
 describe('Datanets precompile via cast', { skip: IS_ANVIL && 'OpenLedger modules only' }, () => {
   let node;
-  const cast = async (...args) => {
-    const { stdout } = await execFileP(CAST, [args[0], '--rpc-url', node.rpcUrl, ...args.slice(1)], {
-      timeout: 60_000,
-      env: { ...process.env, FOUNDRY_DISABLE_NIGHTLY_WARNING: '1', NO_COLOR: '1' },
-    });
-    return stdout.trim();
-  };
+  const cast = (...args) => castAgainst(node, CAST)(...args);
 
   before(async () => {
     node = await startNode();

@@ -1,16 +1,20 @@
 // Shared helpers for the end-to-end tests: raw JSON-RPC, Solidity compilation
 // (solc-js, cached on disk), ethers/viem client construction.
 
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { JsonRpcProvider, Network } from 'ethers';
 import solc from 'solc';
 import { CHAIN_ID } from './harness.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+const execFileP = promisify(execFile);
 
 export const GWEI = 1_000_000_000n;
 export const ETHER = 10n ** 18n;
@@ -151,4 +155,18 @@ export function expectRpcError(res, what) {
     throw new Error(`${what}: malformed error object ${JSON.stringify(res.error)}`);
   }
   return res.error;
+}
+
+/**
+ * `cast <subcommand> --rpc-url <node> ...args`, returning trimmed stdout; the foundry
+ * nightly warning and colours are switched off so output can be matched.
+ */
+export function castAgainst(node, castBin) {
+  return async (...args) => {
+    const { stdout } = await execFileP(castBin, [args[0], '--rpc-url', node.rpcUrl, ...args.slice(1)], {
+      timeout: 60_000,
+      env: { ...process.env, FOUNDRY_DISABLE_NIGHTLY_WARNING: '1', NO_COLOR: '1' },
+    });
+    return stdout.trim();
+  };
 }

@@ -3,11 +3,9 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { castAgainst } from './lib.js';
 import { foundryBin, startNode, IS_ANVIL } from './harness.js';
 
-const execFileP = promisify(execFile);
 const CAST = foundryBin('cast');
 const DATANETS = '0x0000000000000000000000000000000000000f02';
 const MODELS = '0x0000000000000000000000000000000000000f03';
@@ -16,13 +14,7 @@ const ADAPTER = '0x' + 'ad'.repeat(32);
 
 describe('Models precompile via cast', { skip: IS_ANVIL && 'OpenLedger modules only' }, () => {
   let node;
-  const cast = async (...args) => {
-    const { stdout } = await execFileP(CAST, [args[0], '--rpc-url', node.rpcUrl, ...args.slice(1)], {
-      timeout: 60_000,
-      env: { ...process.env, FOUNDRY_DISABLE_NIGHTLY_WARNING: '1', NO_COLOR: '1' },
-    });
-    return stdout.trim();
-  };
+  const cast = (...args) => castAgainst(node, CAST)(...args);
   const castFails = async (...args) => {
     try {
       await cast(...args);

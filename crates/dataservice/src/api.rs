@@ -160,15 +160,16 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Refuses a read of datanet `datanet_id`'s rows unless it is public or the request is signed
-/// by someone who may read it.
+/// Refuses a read of published snapshot `snapshot_id` unless its datanet is public or the
+/// request is signed by someone who may read it.
 async fn authorize_read(
     service: &DataService,
-    datanet_id: u64,
+    snapshot_id: u64,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
+    let datanet_id = snapshot_datanet(service, snapshot_id).await?;
     let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let signer = auth::verify(
@@ -301,8 +302,7 @@ async fn get_snapshot(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult {
-    let datanet = snapshot_datanet(&service, id).await?;
-    authorize_read(&service, datanet, &method, &uri, &headers).await?;
+    authorize_read(&service, id, &method, &uri, &headers).await?;
     let (info, record) = blocking(move || service.snapshot(id)).await?;
     ok(json!({ "snapshot": info, "record": record }))
 }
@@ -327,8 +327,7 @@ async fn snapshot_rows(
     uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult {
-    let datanet = snapshot_datanet(&service, id).await?;
-    authorize_read(&service, datanet, &method, &uri, &headers).await?;
+    authorize_read(&service, id, &method, &uri, &headers).await?;
     let limit = page.limit.min(1000);
     let rows = blocking(move || service.snapshot_rows(id, page.offset, limit)).await?;
     ok(json!({ "offset": page.offset, "rows": rows }))
@@ -342,8 +341,7 @@ async fn snapshot_row(
     headers: HeaderMap,
 ) -> ApiResult {
     let hash = parse_hash(&hash)?;
-    let datanet = snapshot_datanet(&service, id).await?;
-    authorize_read(&service, datanet, &method, &uri, &headers).await?;
+    authorize_read(&service, id, &method, &uri, &headers).await?;
     let row = blocking(move || service.snapshot_row(id, hash)).await?;
     ok(row)
 }
@@ -356,8 +354,7 @@ async fn proof(
     headers: HeaderMap,
 ) -> ApiResult {
     let hash = parse_hash(&hash)?;
-    let datanet = snapshot_datanet(&service, id).await?;
-    authorize_read(&service, datanet, &method, &uri, &headers).await?;
+    authorize_read(&service, id, &method, &uri, &headers).await?;
     let proof = blocking(move || service.prove(id, hash)).await?;
     ok(json!({ "snapshot_id": id, "proof": proof }))
 }
@@ -384,8 +381,7 @@ async fn export_file(
             ));
         }
     };
-    let datanet = snapshot_datanet(&service, id).await?;
-    authorize_read(&service, datanet, &method, &uri, &headers).await?;
+    authorize_read(&service, id, &method, &uri, &headers).await?;
     let dir = blocking(move || service.export(id)).await?;
     let f = tokio::fs::File::open(dir.join(&file))
         .await
