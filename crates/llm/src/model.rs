@@ -25,8 +25,14 @@ use crate::lora::{LoraAdapter, Target};
 /// How linear layers compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weights {
-    /// Quantized weights, activations quantized per row (llama.cpp's CPU scheme): fast.
+    /// The file's quantized weights, activations quantized per row: llama.cpp's CPU scheme,
+    /// and its results (greedy decoding of SmolLM2 Q4_1 matches llama.cpp token for token).
     Quantized,
+    /// As `Quantized`, but weight types candle has no SIMD kernel for (Q4_1, Q5_0, Q5_1) are
+    /// re-quantized to Q8_0 at load: ~1.6× faster prefill, ~1.25× faster decode on SmolLM2,
+    /// at the price of small numeric differences (greedy output drifts from llama.cpp's after
+    /// a dozen tokens).
+    Requantized,
     /// Weights expanded to f32 and plain matmuls: exact, ~4–8× the memory; what training and
     /// reference checks use.
     Dequantized,
@@ -116,7 +122,8 @@ impl Llama {
         let embeddings = Arc::new(tensor("token_embd.weight", &[c.vocab_size, c.hidden_size])?);
         let norm = |q: QTensor| q.dequantize(device).map_err(candle);
         let matmul = |q: QTensor| match weights {
-            Weights::Quantized => {
+            Weights::Quantized => QMatMul::from_qtensor(q).map_err(candle),
+            Weights::Requantized => {
                 QMatMul::from_qtensor(requantize_for_speed(q, device)?).map_err(candle)
             }
             Weights::Dequantized => Ok(QMatMul::Tensor(q.dequantize(device).map_err(candle)?)),
@@ -148,7 +155,9 @@ impl Llama {
         } else {
             // Tied embeddings: the output projection is the embedding matrix.
             match weights {
-                Weights::Quantized => QMatMul::from_arc(embeddings.clone()).map_err(candle)?,
+                Weights::Quantized | Weights::Requantized => {
+                    QMatMul::from_arc(embeddings.clone()).map_err(candle)?
+                }
                 Weights::Dequantized => {
                     QMatMul::Tensor(embeddings.dequantize(device).map_err(candle)?)
                 }
@@ -314,9 +323,9 @@ impl Llama {
 }
 
 /// candle's CPU kernels for Q4_1, Q5_0 and Q5_1 are scalar (its AVX2 paths cover Q4_0, Q8_0
-/// and the K-quants), which made Q4_1 matmuls half of all decode time. Such weights are
-/// re-quantized to Q8_0 once at load: Q8_0 keeps 8 bits per weight, so the values barely move
-/// (far less than the 4-bit originals' own rounding), and its dot product is vectorised.
+/// and the K-quants), which made Q4_1 matmuls half of all decode time. With
+/// [`Weights::Requantized`] such weights are re-quantized to Q8_0 once at load: Q8_0 keeps 8 bits
+/// per weight, so the values barely move, and its dot product is vectorised.
 fn requantize_for_speed(q: QTensor, device: &Device) -> Result<QTensor, LlmError> {
     use candle_core::quantized::GgmlDType;
     let slow = matches!(
