@@ -24,7 +24,7 @@ use openledger_dataservice::ingest::{Format, files_under};
 use openledger_dataservice::service::{ContributionRecord, Description, Report, SnapshotDraft};
 use openledger_primitives::addresses::{DATANETS, PROTOCOL_PARAMS};
 use openledger_primitives::{Address, B256, Bytes, U256};
-use openledger_wallet::{Keystore, RpcClient, RpcError, TransferError, send_call};
+use openledger_wallet::{RpcClient, RpcError, TransferError, send_call};
 use serde_json::{Value, json};
 
 use crate::wallet::KeystoreArgs;
@@ -284,12 +284,9 @@ fn signer(endpoints: &Endpoints) -> Result<Option<PrivateKeySigner>> {
     let Some(account) = &endpoints.account else {
         return Ok(None);
     };
-    let dir = match &endpoints.keys.keystore {
-        Some(d) => d.clone(),
-        None => Keystore::default_dir().context("no home directory: pass --keystore DIR")?,
-    };
+    let store = crate::wallet::keystore(&endpoints.keys)?;
     let password = crate::wallet::password(&endpoints.keys, false)?;
-    Ok(Some(Keystore::new(dir).unlock(account, &password)?))
+    Ok(Some(store.unlock(account, &password)?))
 }
 
 fn require_signer(endpoints: &Endpoints) -> Result<PrivateKeySigner> {

@@ -70,7 +70,7 @@ pub enum WalletCommand {
     },
 }
 
-fn keystore(args: &KeystoreArgs) -> Result<Keystore> {
+pub fn keystore(args: &KeystoreArgs) -> Result<Keystore> {
     let dir = match &args.keystore {
         Some(d) => d.clone(),
         None => Keystore::default_dir().context("no home directory: pass --keystore DIR")?,

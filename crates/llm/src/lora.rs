@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::LlmError;
 use crate::config::LlamaConfig;
+use crate::sampling::unit_interval;
 
 /// The linear layers of a llama block, in PEFT's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -254,7 +255,7 @@ impl LoraAdapter {
                 let (input, output) = t.shape(model);
                 let bound = 1.0 / (input as f64).sqrt();
                 let a: Vec<f32> = (0..input * config.r)
-                    .map(|_| ((uniform(&mut state) * 2.0 - 1.0) * bound) as f32)
+                    .map(|_| ((unit_interval(&mut state) * 2.0 - 1.0) * bound) as f32)
                     .collect();
                 pairs[t.index()] = Some(LoraPair {
                     a_t: Tensor::from_vec(a, (input, config.r), device).map_err(candle)?,
@@ -422,15 +423,6 @@ fn permuted_heads(t: Target, model: &LlamaConfig) -> Option<usize> {
         Target::K => Some(model.num_kv_heads),
         _ => None,
     }
-}
-
-fn uniform(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

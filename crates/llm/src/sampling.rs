@@ -63,7 +63,22 @@ impl SamplingParams {
     }
 }
 
-/// A seeded sampler (SplitMix64: small, stable across platforms and releases).
+/// One SplitMix64 step: small, well mixed, stable across platforms and releases. Everything
+/// seeded in this crate (sampling, adapter initialisation, test weights) draws from it.
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A uniform draw in [0, 1) from the top 53 bits of a SplitMix64 step.
+pub(crate) fn unit_interval(state: &mut u64) -> f64 {
+    (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A seeded sampler (SplitMix64).
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: SamplingParams,
@@ -81,12 +96,7 @@ impl Sampler {
     }
 
     fn uniform(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        unit_interval(&mut self.state)
     }
 
     /// The next token given the logits and the tokens so far (prompt included).

@@ -55,12 +55,7 @@ impl Rng {
         // Sum of uniforms: close enough to normal for random weights, and reproducible.
         let mut sum = 0.0f32;
         for _ in 0..4 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            sum += (z >> 40) as f32 / (1u64 << 24) as f32;
+            sum += (crate::sampling::splitmix64(&mut self.0) >> 40) as f32 / (1u64 << 24) as f32;
         }
         (sum - 2.0) * 1.7
     }
