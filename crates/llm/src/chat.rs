@@ -52,8 +52,21 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's answer starts.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        let mut out: String = self
+            .segments(messages)?
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        // ChatML's generation prompt.
+        out.push_str("<|im_start|>assistant\n");
+        Ok(out)
+    }
+
+    /// A whole conversation as consecutive pieces of text, each marked with whether it is the
+    /// assistant's own output (its answer and the end-of-turn marker after it) — what training
+    /// computes the loss on. Concatenated, the pieces are the template's rendering.
+    pub fn segments(&self, messages: &[ChatMessage]) -> Result<Vec<Segment>, LlmError> {
         let ChatTemplate::ChatMl { default_system } = self;
-        let mut out = String::new();
         for m in messages {
             if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
                 return Err(LlmError::BadInput(format!(
@@ -62,19 +75,47 @@ impl ChatTemplate {
                 )));
             }
         }
+        let mut out = Vec::with_capacity(messages.len() * 2 + 1);
         if let (Some(first), Some(system)) = (messages.first(), default_system)
             && first.role != "system"
         {
-            out.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
+            out.push(Segment::prompt(format!(
+                "<|im_start|>system\n{system}<|im_end|>\n"
+            )));
         }
         for m in messages {
-            out.push_str(&format!(
-                "<|im_start|>{}\n{}<|im_end|>\n",
-                m.role, m.content
-            ));
+            if m.role == "assistant" {
+                out.push(Segment::prompt("<|im_start|>assistant\n".into()));
+                out.push(Segment {
+                    text: format!("{}<|im_end|>", m.content),
+                    trained: true,
+                });
+                out.push(Segment::prompt("\n".into()));
+            } else {
+                out.push(Segment::prompt(format!(
+                    "<|im_start|>{}\n{}<|im_end|>\n",
+                    m.role, m.content
+                )));
+            }
         }
-        out.push_str("<|im_start|>assistant\n");
         Ok(out)
+    }
+}
+
+/// A piece of a rendered conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub text: String,
+    /// The assistant wrote this (loss is computed here when training on responses only).
+    pub trained: bool,
+}
+
+impl Segment {
+    fn prompt(text: String) -> Self {
+        Self {
+            text,
+            trained: false,
+        }
     }
 }
 
@@ -100,6 +141,25 @@ mod tests {
             .unwrap();
         assert!(with_system.starts_with("<|im_start|>system\nBe brief.<|im_end|>"));
         assert!(t.render(&[ChatMessage::new("robot", "x")]).is_err());
+    }
+
+    #[test]
+    fn segments_mark_the_assistant_answer_and_concatenate_to_the_rendering() {
+        let t = ChatTemplate::from_template(SMOLLM).unwrap();
+        let conversation = [
+            ChatMessage::new("user", "2+2?"),
+            ChatMessage::new("assistant", "4"),
+        ];
+        let segments = t.segments(&conversation).unwrap();
+        let trained: Vec<&str> = segments
+            .iter()
+            .filter(|s| s.trained)
+            .map(|s| s.text.as_str())
+            .collect();
+        assert_eq!(trained, ["4<|im_end|>"]);
+        let whole: String = segments.iter().map(|s| s.text.as_str()).collect();
+        let prompt = t.render(&conversation[..1]).unwrap();
+        assert_eq!(whole, format!("{prompt}4<|im_end|>\n"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::LlmError;
+use crate::lora::LoraAdapter;
 use crate::model::{KvCache, Llama};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::Tokenizer;
@@ -32,6 +33,18 @@ pub fn generate(
     tokenizer: &Tokenizer,
     prompt: &[u32],
     params: &SamplingParams,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<Completion, LlmError> {
+    generate_with(model, None, tokenizer, prompt, params, on_text)
+}
+
+/// As [`generate`], through a LoRA adapter.
+pub fn generate_with(
+    model: &Llama,
+    adapter: Option<&LoraAdapter>,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    params: &SamplingParams,
     mut on_text: impl FnMut(&str) -> bool,
 ) -> Result<Completion, LlmError> {
     params.validate()?;
@@ -51,7 +64,7 @@ pub fn generate(
     let mut generated: Vec<u32> = Vec::new();
     let mut emitted = 0usize; // bytes of `text` already handed to on_text
     let mut text = String::new();
-    let mut logits = model.forward(prompt, &mut cache)?;
+    let mut logits = model.forward_with(prompt, &mut cache, adapter)?;
     let hold_back = params.stop.iter().map(String::len).max().unwrap_or(0);
     let finish = loop {
         let token = sampler.sample(&mut logits, &history);
@@ -93,7 +106,7 @@ pub fn generate(
         if generated.len() >= params.max_tokens || cache.len() + 1 >= context {
             break FinishReason::Length;
         }
-        logits = model.forward(&[token], &mut cache)?;
+        logits = model.forward_with(&[token], &mut cache, adapter)?;
     };
     if text.len() > emitted {
         on_text(&text[emitted..]);

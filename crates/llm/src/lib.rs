@@ -5,6 +5,7 @@
 //! - [`model`]: the transformer over quantized weights; KV caches belong to callers.
 //! - [`lora`]: LoRA adapters on any linear layer, in Hugging Face PEFT's file layout.
 //! - [`chat`]: chat prompts in the model's format; [`sampling`] and [`generate`]: decoding.
+//! - [`train`]: LoRA fine-tuning with exact resume from checkpoints.
 //! - [`store`]: base models on disk by content hash, with names.
 //! - [`testing`]: a tiny random llama written as a real GGUF, for tests anywhere.
 
@@ -17,6 +18,7 @@ pub mod sampling;
 pub mod store;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 
 use std::io::{Read, Seek};
 use std::path::Path;
@@ -24,13 +26,14 @@ use std::path::Path;
 use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
 
-pub use chat::{ChatMessage, ChatTemplate};
-pub use generate::{Completion, FinishReason, generate};
+pub use chat::{ChatMessage, ChatTemplate, Segment};
+pub use generate::{Completion, FinishReason, generate, generate_with};
 pub use lora::{LoraAdapter, LoraConfig, Target};
-pub use model::{KvCache, Llama, Weights};
+pub use model::{KvCache, Llama, TrainBatch, Weights};
 pub use sampling::{Sampler, SamplingParams};
 pub use store::{DEFAULT_MODEL, ModelStore, StoredModel};
 pub use tokenizer::Tokenizer;
+pub use train::{Example, Schedule, TrainConfig, TrainEvent, Trainer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {

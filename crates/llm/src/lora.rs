@@ -397,6 +397,13 @@ impl LoraAdapter {
         })
     }
 
+    /// Whether the adapter has a pair on `target` of `layer`.
+    pub fn touches(&self, layer: usize, target: Target) -> bool {
+        self.layers
+            .get(layer)
+            .is_some_and(|p| p[target.index()].is_some())
+    }
+
     /// `s · (x · Aᵀ) · Bᵀ` for `target` of `layer`, if the adapter touches it.
     pub(crate) fn delta(
         &self,

@@ -21,6 +21,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::LlmError;
 use crate::config::LlamaConfig;
 use crate::lora::{LoraAdapter, Target};
+use crate::sampling::unit_interval;
 
 /// How linear layers compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +61,7 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
+    weights: Weights,
 }
 
 /// One sequence's attention keys and values, per layer: (1, kv_heads, positions, head_dim).
@@ -173,11 +175,21 @@ impl Llama {
             cos,
             sin,
             device: device.clone(),
+            weights,
         })
     }
 
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// How this model's linear layers compute.
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -235,9 +247,16 @@ impl Llama {
         } else {
             None
         };
+        let pass = Pass {
+            cos,
+            sin,
+            mask,
+            adapter,
+            dropout: None,
+        };
         for (index, (layer, slot)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             x = self
-                .block(index, layer, &x, &cos, &sin, mask.as_ref(), slot, adapter)
+                .block(index, layer, &x, &pass, Some(slot))
                 .map_err(candle)?;
         }
         cache.len += seq;
@@ -252,35 +271,127 @@ impl Llama {
             .map_err(candle)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The final hidden states (after the output norm) of a training batch, every position,
+    /// through differentiable operations so gradients reach the adapter's parameters: (b, L,
+    /// hidden). Packed sequences attend only within their own example.
+    pub fn forward_train(
+        &self,
+        batch: &TrainBatch,
+        adapter: &LoraAdapter,
+        dropout: Option<&Dropout>,
+    ) -> Result<Tensor, LlmError> {
+        let c = &self.config;
+        if self.weights != Weights::Dequantized {
+            return Err(LlmError::Unsupported(
+                "training needs the model loaded with dequantized weights (Weights::Dequantized): quantized matmuls have no gradient".into(),
+            ));
+        }
+        let (b, len) = (batch.rows, batch.len);
+        if batch.tokens.len() != b * len
+            || batch.positions.len() != b * len
+            || batch.segments.len() != b * len
+        {
+            return Err(LlmError::BadInput(format!(
+                "a training batch of {b}×{len} needs {} tokens, positions and segment ids",
+                b * len
+            )));
+        }
+        if let Some(&bad) = batch.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(LlmError::BadInput(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        if let Some(&far) = batch
+            .positions
+            .iter()
+            .find(|&&p| p as usize >= c.context_length)
+        {
+            return Err(LlmError::ContextFull {
+                needed: far as usize + 1,
+                context: c.context_length,
+            });
+        }
+        let off = Dropout::new(0.0, 0);
+        let dropout = dropout.unwrap_or(&off);
+        let run = || -> candle_core::Result<Tensor> {
+            let ids = Tensor::new(batch.tokens.as_slice(), &self.device)?;
+            let mut x = self
+                .embeddings
+                .embedding(&ids)?
+                .reshape((b, len, c.hidden_size))?;
+            let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
+            let half = c.head_dim / 2;
+            let cos = self
+                .cos
+                .index_select(&positions, 0)?
+                .reshape((b, len, half))?;
+            let sin = self
+                .sin
+                .index_select(&positions, 0)?
+                .reshape((b, len, half))?;
+            let pass = Pass {
+                cos,
+                sin,
+                mask: Some(packed_mask(batch, &self.device)?),
+                adapter: Some(adapter),
+                dropout: Some(dropout),
+            };
+            for (index, layer) in self.layers.iter().enumerate() {
+                x = self.block(index, layer, &x, &pass, None)?;
+            }
+            candle_nn::ops::rms_norm_slow(&x, &self.output_norm, c.rms_norm_eps as f32)
+        };
+        run().map_err(candle)
+    }
+
+    /// Logits of hidden states (`(n, hidden)` → `(n, vocab)`), differentiable.
+    pub fn project_to_vocab(&self, hidden: &Tensor) -> Result<Tensor, LlmError> {
+        self.output.forward(hidden).map_err(candle)
+    }
+
+    /// One transformer block. Inference passes a cache slot and uses candle's fused kernels;
+    /// training (`pass.dropout` set) uses differentiable equivalents and per-token RoPE.
     fn block(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        cache: &mut Option<(Tensor, Tensor)>,
-        adapter: Option<&LoraAdapter>,
+        pass: &Pass,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
+        let training = pass.dropout.is_some();
         let (b, seq, _) = x.dims3()?;
-        // W·x, plus the adapter's s·B·A·x where it has one.
+        let rms = |x: &Tensor, w: &Tensor| {
+            if training {
+                candle_nn::ops::rms_norm_slow(x, w, eps)
+            } else {
+                candle_nn::ops::rms_norm(x, w, eps)
+            }
+        };
+        // W·x, plus the adapter's s·B·A·dropout(x) where it has one.
         let linear = |w: &QMatMul, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
             let base = w.forward(x)?;
-            match adapter
-                .map(|a| a.delta(index, target, x))
-                .transpose()?
-                .flatten()
-            {
+            let Some(adapter) = pass.adapter else {
+                return Ok(base);
+            };
+            let dropped;
+            let lora_input = match pass.dropout {
+                Some(d) if d.p > 0.0 && adapter.touches(index, target) => {
+                    dropped = d.apply(x)?;
+                    &dropped
+                }
+                _ => x,
+            };
+            match adapter.delta(index, target, lora_input)? {
                 Some(delta) => base + delta,
                 None => Ok(base),
             }
         };
 
-        let h = candle_nn::ops::rms_norm(x, &layer.attn_norm, eps)?;
+        let h = rms(x, &layer.attn_norm)?;
         let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
             t.reshape((b, seq, n, c.head_dim))?
                 .transpose(1, 2)?
@@ -289,37 +400,152 @@ impl Llama {
         let q = heads(linear(&layer.wq, Target::Q, &h)?, c.num_heads)?;
         let k = heads(linear(&layer.wk, Target::K, &h)?, c.num_kv_heads)?;
         let v = heads(linear(&layer.wv, Target::V, &h)?, c.num_kv_heads)?;
-        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
-        let (k, v) = match cache.take() {
-            None => (k, v),
-            Some((past_k, past_v)) => (
-                Tensor::cat(&[&past_k, &k], 2)?.contiguous()?,
-                Tensor::cat(&[&past_v, &v], 2)?.contiguous()?,
-            ),
+        let (q, k) = if training {
+            (
+                rope_per_token(&q, &pass.cos, &pass.sin)?,
+                rope_per_token(&k, &pass.cos, &pass.sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope_i(&q, &pass.cos, &pass.sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &pass.cos, &pass.sin)?,
+            )
         };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    None => (k, v),
+                    Some((past_k, past_v)) => (
+                        Tensor::cat(&[&past_k, &k], 2)?.contiguous()?,
+                        Tensor::cat(&[&past_v, &v], 2)?.contiguous()?,
+                    ),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+        };
         let repeat = c.num_heads / c.num_kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
 
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(mask) = mask {
+        if let Some(mask) = &pass.mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let weights = if training {
+            candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let attended = weights
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, seq, c.hidden_size))?;
         let x = (x + linear(&layer.wo, Target::O, &attended)?)?;
 
-        let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, eps)?;
+        let h = rms(&x, &layer.ffn_norm)?;
         let gate = candle_nn::ops::silu(&linear(&layer.w_gate, Target::Gate, &h)?)?;
         let up = linear(&layer.w_up, Target::Up, &h)?;
         x + linear(&layer.w_down, Target::Down, &(gate * up)?)?
     }
+}
+
+/// What one forward pass shares across blocks.
+struct Pass<'a> {
+    /// RoPE tables for the positions run: `(seq, half)` at inference, `(b, seq, half)` in
+    /// training, where every packed example starts again at position 0.
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
+    adapter: Option<&'a LoraAdapter>,
+    /// Set when training (even with p = 0): selects the differentiable operations.
+    dropout: Option<&'a Dropout>,
+}
+
+/// A batch of packed training sequences, row-major `(rows, len)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainBatch {
+    pub rows: usize,
+    pub len: usize,
+    pub tokens: Vec<u32>,
+    /// Position of each token within its own example (RoPE restarts per example).
+    pub positions: Vec<u32>,
+    /// Which example of its row each token belongs to; tokens attend only within it.
+    pub segments: Vec<u32>,
+}
+
+/// LoRA dropout on the adapter branch's input, from a seeded generator so a training run is
+/// reproducible step for step (and after a resume).
+#[derive(Debug)]
+pub struct Dropout {
+    pub p: f64,
+    state: std::cell::Cell<u64>,
+}
+
+impl Dropout {
+    pub fn new(p: f64, seed: u64) -> Self {
+        Self {
+            p,
+            state: std::cell::Cell::new(seed),
+        }
+    }
+
+    /// The generator's state (what a checkpoint saves).
+    pub fn state(&self) -> u64 {
+        self.state.get()
+    }
+
+    /// Zeroes each element with probability `p` and scales the rest by `1 / (1 − p)`.
+    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut state = self.state.get();
+        let keep = 1.0 / (1.0 - self.p) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if unit_interval(&mut state) < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        self.state.set(state);
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+/// Interleaved RoPE with a table row per token: `x` is (b, heads, seq, d), `cos`/`sin` are
+/// (b, seq, d/2). Pairs (2i, 2i+1) rotate by the token's angle i.
+fn rope_per_token(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, heads, seq, d) = x.dims4()?;
+    let cos = cos.reshape((b, 1, seq, d / 2, 1))?;
+    let sin = sin.reshape((b, 1, seq, d / 2, 1))?;
+    let pairs = x.reshape((b, heads, seq, d / 2, 2))?;
+    let even = pairs.narrow(4, 0, 1)?;
+    let odd = pairs.narrow(4, 1, 1)?;
+    let rotated_even = (even.broadcast_mul(&cos)? - odd.broadcast_mul(&sin)?)?;
+    let rotated_odd = (even.broadcast_mul(&sin)? + odd.broadcast_mul(&cos)?)?;
+    Tensor::cat(&[rotated_even, rotated_odd], 4)?.reshape((b, heads, seq, d))
+}
+
+/// Additive attention mask of a packed batch: (b, 1, L, L), causal within each example. A
+/// large finite negative rather than −∞ keeps the backward pass free of `0 · ∞`.
+fn packed_mask(batch: &TrainBatch, device: &Device) -> candle_core::Result<Tensor> {
+    let len = batch.len;
+    let mut mask = vec![0f32; batch.rows * len * len];
+    for row in 0..batch.rows {
+        let segments = &batch.segments[row * len..(row + 1) * len];
+        for i in 0..len {
+            for j in 0..len {
+                let visible = j == i || (j < i && segments[j] == segments[i]);
+                if !visible {
+                    mask[(row * len + i) * len + j] = -1e9;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(mask, (batch.rows, 1, len, len), device)
 }
 
 /// candle's CPU kernels for Q4_1, Q5_0 and Q5_1 are scalar (its AVX2 paths cover Q4_0, Q8_0

@@ -191,6 +191,38 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// A rendered conversation as one training example: each segment is tokenized on its own
+    /// (so the boundary between prompt and answer is a token boundary) and its tokens carry
+    /// the segment's `trained` flag; with `all_tokens` every token is trained on.
+    pub fn encode_segments(
+        &self,
+        segments: &[crate::chat::Segment],
+        all_tokens: bool,
+    ) -> Result<crate::train::Example, LlmError> {
+        let mut example = crate::train::Example {
+            tokens: Vec::new(),
+            trained: Vec::new(),
+        };
+        if self.add_bos
+            && let Some(bos) = self.bos
+        {
+            example.tokens.push(bos);
+            example.trained.push(false);
+        }
+        for segment in segments {
+            let encoding = self
+                .inner
+                .encode(segment.text.as_str(), false)
+                .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+            example.tokens.extend_from_slice(encoding.get_ids());
+            example.trained.extend(std::iter::repeat_n(
+                segment.trained || all_tokens,
+                encoding.len(),
+            ));
+        }
+        Ok(example)
+    }
+
     /// The text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String, LlmError> {
         self.inner
