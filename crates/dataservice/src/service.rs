@@ -355,6 +355,16 @@ impl DataService {
         tokio::task::block_in_place(|| self.inner.runtime.block_on(f))
     }
 
+    /// Stores any bytes content-addressed (model artifacts, manifests); returns the hash.
+    pub fn put_blob(&self, bytes: Vec<u8>) -> Result<B256, ServiceError> {
+        Ok(self.block_on(self.inner.blobs.put(Bytes::from(bytes)))?)
+    }
+
+    /// The bytes stored under `hash`, checked against it.
+    pub fn blob(&self, hash: &B256) -> Result<Bytes, ServiceError> {
+        Ok(self.block_on(self.inner.blobs.get(hash))?)
+    }
+
     /// Stores a datanet description document; its hash goes into `createDatanet`.
     pub fn put_description(&self, description: &Description) -> Result<B256, ServiceError> {
         let bytes = serde_json::to_vec(description).expect("descriptions serialise");

@@ -83,6 +83,21 @@ impl Model {
         })
     }
 
+    /// The hyperparameters of a GGUF file, from its header alone (no weights are read).
+    pub fn inspect(path: &Path) -> Result<config::LlamaConfig, LlmError> {
+        let file = std::fs::File::open(path).map_err(|source| LlmError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let content = Content::read(&mut std::io::BufReader::new(file)).map_err(|e| {
+            LlmError::BadModel(format!(
+                "{}: cannot parse the GGUF header: {e}",
+                path.display()
+            ))
+        })?;
+        config::LlamaConfig::from_gguf(&content)
+    }
+
     /// Loads a GGUF from any reader (tests build models in memory).
     pub fn read<R: Read + Seek>(reader: &mut R) -> Result<Self, LlmError> {
         Self::read_with(reader, Weights::Quantized)

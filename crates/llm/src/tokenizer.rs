@@ -230,6 +230,11 @@ impl Tokenizer {
             .map_err(|e| LlmError::Tokenizer(e.to_string()))
     }
 
+    /// The end-of-sequence token (what a plain-text training example ends with).
+    pub fn eos(&self) -> Option<u32> {
+        self.end_of_generation.first().copied()
+    }
+
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.contains(&id)
     }

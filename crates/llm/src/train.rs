@@ -609,15 +609,19 @@ impl<'m> Trainer<'m> {
 
     /// Mean next-token loss and perplexity over the held-out rows (`None` without any).
     pub fn evaluate(&self) -> Result<Option<EvalPoint>, LlmError> {
+        self.evaluate_adapter(&self.adapter_snapshot(false)?)
+    }
+
+    /// As [`Trainer::evaluate`], for any adapter of this model (a fresh one measures the base).
+    pub fn evaluate_adapter(&self, adapter: &LoraAdapter) -> Result<Option<EvalPoint>, LlmError> {
         if self.eval.is_empty() {
             return Ok(None);
         }
-        let adapter = self.adapter_snapshot(false)?;
         let mut sum = 0.0f64;
         let mut count = 0usize;
         for chunk in self.eval.chunks(self.config.micro_batch) {
             let rows: Vec<&PackedRow> = chunk.iter().collect();
-            let (loss, n) = self.batch_loss(&rows, None, &adapter)?;
+            let (loss, n) = self.batch_loss(&rows, None, adapter)?;
             sum += loss.to_scalar::<f32>().map_err(candle)? as f64;
             count += n;
         }
