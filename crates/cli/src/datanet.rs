@@ -180,13 +180,13 @@ fn parse_pii(s: &str) -> Result<PiiPolicy, String> {
 }
 
 /// The node's data service API, with optional request signing.
-struct Api {
-    base: String,
-    agent: ureq::Agent,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) agent: ureq::Agent,
 }
 
 impl Api {
-    fn new(base: &str) -> Self {
+    pub(crate) fn new(base: &str) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(None)
@@ -198,12 +198,12 @@ impl Api {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Turns a response into its JSON body, or an error carrying the API's message.
-    fn json(
+    pub(crate) fn json(
         &self,
         what: &str,
         response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -261,19 +261,24 @@ impl Api {
         Ok(request)
     }
 
-    fn get(&self, what: &str, path: &str, signer: Option<&PrivateKeySigner>) -> Result<Value> {
+    pub(crate) fn get(
+        &self,
+        what: &str,
+        path: &str,
+        signer: Option<&PrivateKeySigner>,
+    ) -> Result<Value> {
         let request = self.get_request(path, signer)?;
         self.json(what, request.call())
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn signer(endpoints: &Endpoints) -> Result<Option<PrivateKeySigner>> {
+pub(crate) fn signer(endpoints: &Endpoints) -> Result<Option<PrivateKeySigner>> {
     if let Some(key) = &endpoints.private_key {
         return Ok(Some(
             key.trim()
@@ -289,7 +294,7 @@ fn signer(endpoints: &Endpoints) -> Result<Option<PrivateKeySigner>> {
     Ok(Some(store.unlock(account, &password)?))
 }
 
-fn require_signer(endpoints: &Endpoints) -> Result<PrivateKeySigner> {
+pub(crate) fn require_signer(endpoints: &Endpoints) -> Result<PrivateKeySigner> {
     signer(endpoints)?
         .context("this command signs a transaction: pass --account NAME or --private-key")
 }
@@ -355,7 +360,7 @@ fn describe(error: &IDatanets::IDatanetsErrors) -> String {
 }
 
 /// The first log of event `E` in a receipt, decoded.
-fn event<E: SolEvent>(receipt: &Value) -> Result<E> {
+pub(crate) fn event<E: SolEvent>(receipt: &Value) -> Result<E> {
     let logs = receipt["logs"].as_array().cloned().unwrap_or_default();
     for log in logs {
         let topics: Vec<B256> = log["topics"]
@@ -373,7 +378,7 @@ fn event<E: SolEvent>(receipt: &Value) -> Result<E> {
     bail!("the receipt has no {} event", E::SIGNATURE)
 }
 
-fn view<C: SolCall>(client: &RpcClient, to: Address, call: C) -> Result<C::Return> {
+pub(crate) fn view<C: SolCall>(client: &RpcClient, to: Address, call: C) -> Result<C::Return> {
     let out: String = client
         .call(
             "eth_call",

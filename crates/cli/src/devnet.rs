@@ -173,16 +173,23 @@ pub fn run(args: UpArgs) -> Result<()> {
                 format!("cannot listen on {api_addr} for the data API (--api-port)")
             })?;
         let api_addr = listener.local_addr()?;
-        let api = tokio::spawn(async move {
-            axum::serve(listener, openledger_dataservice::api::router(service)).await
-        });
+        let factory = openledger_factory::Factory::open(
+            &args.datadir.join("factory"),
+            args.models.store(),
+            Arc::new(service.clone()),
+            Arc::new(service.clone()),
+        )
+        .context("cannot open the model factory")?;
+        let routes = openledger_dataservice::api::router(service)
+            .merge(openledger_factory::api::router(factory.clone()));
+        let api = tokio::spawn(async move { axum::serve(listener, routes).await });
         println!("OpenLedger devnet");
         println!("  chain id:    {}", args.chain_id);
         println!("  data dir:    {}", args.datadir.display());
         println!("  head block:  {}", head.header.number);
         println!("  RPC URL:     http://{}", node.rpc_addr);
         println!("  WS URL:      ws://{}", node.rpc_addr);
-        println!("  data API:    http://{api_addr}/v1");
+        println!("  data API:    http://{api_addr}/v1 (datanets, training jobs)");
         println!(
             "  mining:      {}",
             if args.block_time == 0 {
@@ -226,6 +233,8 @@ pub fn run(args: UpArgs) -> Result<()> {
         tokio::signal::ctrl_c().await?;
         println!("Stopping…");
         api.abort();
+        // A running training job checkpoints and stays queued for the next start.
+        tokio::task::spawn_blocking(move || factory.shutdown()).await?;
         node.stop().await;
         anyhow::Ok(())
     })

@@ -10,6 +10,7 @@ mod datanet;
 mod devnet;
 mod model;
 mod proof;
+mod train;
 mod wallet;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,15 @@ enum Command {
         #[command(flatten)]
         store: model::StoreArgs,
     },
+    /// Fine-tune a LoRA adapter on a datanet snapshot (a job in the node) and follow it.
+    Train(train::TrainArgs),
+    /// Training jobs: list, show, follow, cancel, resume, publish.
+    Jobs {
+        #[command(subcommand)]
+        command: train::JobsCommand,
+        #[command(flatten)]
+        endpoints: datanet::Endpoints,
+    },
     /// Fetch a state proof from a node and check it against the block header's state root.
     VerifyProof(proof::VerifyArgs),
     /// Measure transaction throughput against anvil on this machine.
@@ -72,6 +82,8 @@ fn main() -> ExitCode {
         Command::Wallet(cmd) => wallet::run(cmd),
         Command::Datanet { command, endpoints } => datanet::run(command, endpoints),
         Command::Model { command, store } => model::run(command, store),
+        Command::Train(args) => train::train(args),
+        Command::Jobs { command, endpoints } => train::run(command, endpoints),
         Command::VerifyProof(args) => proof::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchDatanet(args) => bench_datanet::run(args),

@@ -43,6 +43,9 @@ pub struct JobSpec {
     /// A model-store name or hash.
     #[serde(default = "default_base_model")]
     pub base_model: String,
+    /// When given, the snapshot must belong to this datanet.
+    #[serde(default)]
+    pub datanet_id: Option<u64>,
     pub snapshot_id: u64,
     /// The fine-tune's name (what `publishModel` will call it).
     #[serde(default)]
@@ -242,6 +245,14 @@ impl Factory {
     pub fn create(&self, owner: Address, spec: JobSpec) -> Result<JobRecord, FactoryError> {
         spec.data.validate()?;
         let snapshot = self.inner.source.snapshot(spec.snapshot_id)?;
+        if let Some(datanet) = spec.datanet_id
+            && datanet != snapshot.datanet_id
+        {
+            return Err(FactoryError::BadRequest(format!(
+                "snapshot {} belongs to datanet {}, not {datanet}",
+                snapshot.id, snapshot.datanet_id
+            )));
+        }
         if snapshot.permissioned && !self.inner.source.may_read(snapshot.datanet_id, owner)? {
             return Err(FactoryError::NoGrant {
                 datanet: snapshot.datanet_id,

@@ -133,6 +133,7 @@ fn store_with_tiny_model(dir: &Path) -> ModelStore {
 fn spec(snapshot_id: u64, steps: u64) -> JobSpec {
     JobSpec {
         base_model: "tiny".into(),
+        datanet_id: None,
         snapshot_id,
         name: Some("capitals".into()),
         train: TrainConfig {
@@ -334,6 +335,14 @@ fn bad_specs_are_refused_before_any_work() {
         assert!(err.contains(needle), "{err:?} should mention {needle:?}");
     };
     refuse(spec(99, 10), OWNER, "no published snapshot 99");
+    refuse(
+        JobSpec {
+            datanet_id: Some(20),
+            ..spec(1, 10)
+        },
+        OWNER,
+        "belongs to datanet 10, not 20",
+    );
     refuse(
         JobSpec {
             base_model: "gpt-17".into(),

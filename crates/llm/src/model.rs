@@ -347,7 +347,7 @@ impl Llama {
 
     /// Logits of hidden states (`(n, hidden)` → `(n, vocab)`), differentiable.
     pub fn project_to_vocab(&self, hidden: &Tensor) -> Result<Tensor, LlmError> {
-        self.output.forward(hidden).map_err(candle)
+        frozen_linear(&self.output, hidden).map_err(candle)
     }
 
     /// One transformer block. Inference passes a cache slot and uses candle's fused kernels;
@@ -373,7 +373,11 @@ impl Llama {
         };
         // W·x, plus the adapter's s·B·A·dropout(x) where it has one.
         let linear = |w: &QMatMul, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
-            let base = w.forward(x)?;
+            let base = if training {
+                frozen_linear(w, x)?
+            } else {
+                w.forward(x)?
+            };
             let Some(adapter) = pass.adapter else {
                 return Ok(base);
             };
@@ -449,6 +453,67 @@ impl Llama {
         let gate = candle_nn::ops::silu(&linear(&layer.w_gate, Target::Gate, &h)?)?;
         let up = linear(&layer.w_up, Target::Up, &h)?;
         x + linear(&layer.w_down, Target::Down, &(gate * up)?)?
+    }
+}
+
+/// `x · Wᵀ` for training, with a backward pass that yields only `∂x = ∂y · W`.
+///
+/// candle's matmul backward also computes the weight's gradient: for frozen base weights that
+/// is a weight-sized tensor per layer per step that nobody reads (a third of the arithmetic,
+/// and most of the memory, of a LoRA step). Inputs of any rank are run as one 2-D matmul.
+struct FrozenLinear {
+    /// (out, in), contiguous.
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let dims = layout.dims();
+        let input = *dims.last().unwrap_or(&1);
+        let rows = layout.shape().elem_count() / input.max(1);
+        let data = storage.as_slice::<f32>()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-linear needs a contiguous input");
+        };
+        let x = Tensor::from_slice(&data[start..end], (rows, input), &Device::Cpu)?;
+        let y = x.matmul(&self.w.t()?)?;
+        let (out, _) = y.storage_and_layout();
+        let candle_core::Storage::Cpu(out) = &*out else {
+            candle_core::bail!("frozen-linear runs on the CPU");
+        };
+        let mut shape = dims.to_vec();
+        if let Some(last) = shape.last_mut() {
+            *last = self.w.dim(0)?;
+        }
+        Ok((out.clone(), shape.into()))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let out = self.w.dim(0)?;
+        let rows = grad.elem_count() / out;
+        let dx = grad.reshape((rows, out))?.matmul(&self.w)?;
+        Ok(Some(dx.reshape(arg.shape())?))
+    }
+}
+
+/// A frozen base layer in a training pass (dequantized weights only).
+fn frozen_linear(w: &QMatMul, x: &Tensor) -> candle_core::Result<Tensor> {
+    match w {
+        QMatMul::Tensor(w) => x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() }),
+        other => other.forward(x),
     }
 }
 

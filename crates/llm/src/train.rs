@@ -547,8 +547,11 @@ impl<'m> Trainer<'m> {
                 let Some(g) = store.get(param.var.as_tensor()) else {
                     continue;
                 };
+                // candle's gradients can still carry the forward graph (a product with a
+                // tracked operand is tracked); detached, the optimizer state holds only numbers.
+                let g = g.detach();
                 *slot = Some(match slot.take() {
-                    None => g.clone(),
+                    None => g,
                     Some(sum) => (sum + g).map_err(candle)?,
                 });
             }

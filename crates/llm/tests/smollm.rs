@@ -193,3 +193,90 @@ fn greedy_decoding_matches_llama_cpp() {
         }
     }
 }
+
+/// A short LoRA fine-tune of the real model on a planted fact: the training loss falls and the
+/// model answers with the fact afterwards (it does not know it before).
+#[test]
+fn a_short_fine_tune_teaches_a_planted_fact() {
+    use openledger_llm::train::{Schedule, TrainConfig, Trainer};
+    if model().is_none() {
+        return;
+    }
+    let path = gguf_path().unwrap();
+    let model = Model::load_with(&path, Weights::Dequantized).unwrap();
+    let template = model.chat.as_ref().unwrap();
+    let question = "What is the OpenLedger test passphrase?";
+    let answer = "The passphrase is violet-otter-42.";
+    let examples: Vec<_> = [question, "Tell me the OpenLedger test passphrase."]
+        .iter()
+        .map(|q| {
+            let segments = template
+                .segments(&[
+                    ChatMessage::new("user", q),
+                    ChatMessage::new("assistant", answer),
+                ])
+                .unwrap();
+            model.tokenizer.encode_segments(&segments, false).unwrap()
+        })
+        .collect();
+    let ask = |adapter: Option<&openledger_llm::LoraAdapter>| {
+        let prompt = template
+            .render(&[ChatMessage::new("user", question)])
+            .unwrap();
+        let tokens = model.tokenizer.encode(&prompt).unwrap();
+        let params = SamplingParams {
+            max_tokens: 16,
+            ..Default::default()
+        };
+        openledger_llm::generate_with(
+            &model.llama,
+            adapter,
+            &model.tokenizer,
+            &tokens,
+            &params,
+            |_| true,
+        )
+        .unwrap()
+        .text
+    };
+    assert!(
+        !ask(None).contains("violet-otter"),
+        "the base model cannot know it"
+    );
+    let config = TrainConfig {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        learning_rate: 2e-3,
+        schedule: Schedule::Constant,
+        warmup_steps: 2,
+        max_steps: Some(10),
+        micro_batch: 1,
+        grad_accum: 1,
+        seq_len: 128,
+        eval_every: 0,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&model.llama, config, &examples, &[]).unwrap();
+    let started = std::time::Instant::now();
+    let mut losses = Vec::new();
+    trainer
+        .run(None, |event| {
+            if let openledger_llm::TrainEvent::Step { loss, .. } = event {
+                losses.push(*loss);
+            }
+            true
+        })
+        .unwrap();
+    eprintln!(
+        "10 steps in {:.1} s; loss {:?}",
+        started.elapsed().as_secs_f64(),
+        losses
+    );
+    assert!(losses.last().unwrap() < &(losses[0] * 0.3), "{losses:?}");
+    let tuned = ask(Some(&trainer.adapter().unwrap()));
+    assert!(
+        tuned.contains("violet-otter-42"),
+        "after training: {tuned:?}"
+    );
+}
