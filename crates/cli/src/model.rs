@@ -42,6 +42,9 @@ pub enum ModelCommand {
     },
     /// List installed models.
     List,
+    /// Write a tiny random llama GGUF (it knows nothing; for testing the tooling end to end).
+    #[command(hide = true)]
+    WriteTestModel { path: PathBuf },
     /// Generate text with a model (streams to stdout).
     Generate {
         /// Model name or hash in the store, or a GGUF path.
@@ -98,6 +101,12 @@ pub fn run(cmd: ModelCommand, store: StoreArgs) -> Result<()> {
                 model.hash,
                 store.root().display()
             );
+        }
+        ModelCommand::WriteTestModel { path } => {
+            let gguf = openledger_llm::testing::tiny_llama_gguf(&Default::default());
+            std::fs::write(&path, gguf)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("wrote a tiny random llama to {}", path.display());
         }
         ModelCommand::List => {
             let models = store.list()?;

@@ -301,19 +301,21 @@ fn follow(api: &Api, id: u64) -> Result<()> {
                     event["tokens_per_second"].as_f64().unwrap_or(0.0)
                 ));
             }
-            Some("eval") => bar.println(format!(
-                "  step {}: eval loss {:.4}, perplexity {:.2}",
-                event["step"],
-                event["loss"].as_f64().unwrap_or(f64::NAN),
-                event["perplexity"].as_f64().unwrap_or(f64::NAN)
-            )),
-            Some("resumed") => bar.println(format!(
-                "  resumed from the checkpoint at step {}",
-                event["step"]
-            )),
+            // Printed above the bar (and also when stdout is not a terminal).
+            Some("eval") => bar.suspend(|| {
+                println!(
+                    "  step {}: eval loss {:.4}, perplexity {:.2}",
+                    event["step"],
+                    event["loss"].as_f64().unwrap_or(f64::NAN),
+                    event["perplexity"].as_f64().unwrap_or(f64::NAN)
+                )
+            }),
+            Some("resumed") => {
+                bar.suspend(|| println!("  resumed from the checkpoint at step {}", event["step"]))
+            }
             Some("status") => {
                 let status = event["status"].as_str().unwrap_or("?").to_string();
-                bar.println(format!("  job {id} is {status}"));
+                bar.suspend(|| println!("  job {id} is {status}"));
                 if matches!(status.as_str(), "completed" | "failed" | "cancelled") {
                     ended = Some(status);
                     break;
@@ -444,14 +446,7 @@ fn publish(endpoints: &Endpoints, job: JobRecord, price: &str, name: Option<Stri
     let price = openledger_primitives::units::parse_open(price)
         .with_context(|| format!("--price {price:?} is not an amount of OPEN"))?;
     let client = RpcClient::new(endpoints.rpc.clone());
-    let base = view(
-        &client,
-        MODELS,
-        IModels::baseModelCall {
-            modelHash: result.base_model_hash,
-        },
-    )?;
-    if base.registrant.is_zero() {
+    if !base_model_registered(&client, result.base_model_hash)? {
         send_models(
             &client,
             &signer,
@@ -491,6 +486,26 @@ fn publish(endpoints: &Endpoints, job: JobRecord, price: &str, name: Option<Stri
         receipt["transactionHash"].as_str().unwrap_or("?")
     );
     Ok(())
+}
+
+/// Whether the Models precompile knows base model `hash` (it reverts with `UnknownBaseModel`
+/// when it does not).
+fn base_model_registered(client: &RpcClient, hash: openledger_primitives::B256) -> Result<bool> {
+    let call = IModels::baseModelCall { modelHash: hash };
+    let answer: Result<String, _> = client.call(
+        "eth_call",
+        serde_json::json!([{ "to": MODELS, "data": format!("0x{}", alloy_primitives::hex::encode(call.abi_encode())) }, "latest"]),
+    );
+    match answer {
+        Ok(_) => Ok(true),
+        Err(e) => match e
+            .revert_data()
+            .and_then(|data| IModels::IModelsErrors::abi_decode(&data).ok())
+        {
+            Some(IModels::IModelsErrors::UnknownBaseModel(_)) => Ok(false),
+            _ => Err(e.into()),
+        },
+    }
 }
 
 fn send_models(client: &RpcClient, signer: &PrivateKeySigner, input: Vec<u8>) -> Result<Value> {

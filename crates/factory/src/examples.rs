@@ -116,14 +116,14 @@ fn conversation(row: &Row) -> Option<Vec<ChatMessage>> {
     }
 }
 
-/// Which side of the split a row falls on: a seeded hash of the row, compared with the share.
-fn held_out(row: &B256, seed: u64, fraction: f64) -> bool {
+/// Where a row falls in [0, 1): a seeded hash of the row, compared with the held-out share.
+fn draw(row: &B256, seed: u64) -> f64 {
     let mut hasher = blake3::Hasher::new();
     hasher.update(&seed.to_le_bytes());
     hasher.update(row.as_slice());
     let bytes = hasher.finalize();
     let draw = u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"));
-    (draw as f64 / u64::MAX as f64) < fraction
+    draw as f64 / (u64::MAX as f64 + 1.0)
 }
 
 /// Turns snapshot rows into train and held-out examples for `model`.
@@ -136,6 +136,7 @@ pub fn build_dataset(
     options.validate()?;
     let all_tokens = options.loss_on == LossOn::All;
     let mut dataset = Dataset::default();
+    let mut usable = Vec::with_capacity(rows.len());
     for credited in rows {
         let example = match conversation(&credited.row) {
             None => {
@@ -181,7 +182,18 @@ pub fn build_dataset(
                 .push((credited.hash, "no assistant answer to learn".into()));
             continue;
         }
-        if held_out(&credited.hash, seed, options.eval_fraction) {
+        usable.push((draw(&credited.hash, seed), credited, example));
+    }
+    // A small snapshot can draw no row below the share: hold out the lowest draw then, so an
+    // eval split that was asked for exists whenever there are two rows to split.
+    let threshold = match usable.iter().map(|u| u.0).min_by(f64::total_cmp) {
+        Some(lowest) if options.eval_fraction > 0.0 && usable.len() >= 2 => {
+            options.eval_fraction.max(lowest + f64::EPSILON)
+        }
+        _ => options.eval_fraction,
+    };
+    for (draw, credited, example) in usable {
+        if draw < threshold {
             if let Some(messages) = conversation(&credited.row)
                 && let Some(last) = messages.iter().rposition(|m| m.role == "assistant")
                 && dataset.eval_prompts.len() < options.eval_prompts

@@ -1,0 +1,189 @@
+// ModelFactory against a running node: a datanet snapshot → `openledger train` (a job in the
+// node, followed over server-sent events) → `openledger jobs publish` → the Models precompile
+// read back with `cast`; a job SIGKILLed with the node mid-training resumes after the restart
+// and ends with the very adapter an uninterrupted run makes; permissioned datanets need a grant.
+// The base model is a tiny random llama (`openledger model write-test-model`), so the test is
+// about the machinery, not about what the model learns (the Rust tests cover that).
+// OpenLedger only.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { castAgainst } from './lib.js';
+import { foundryBin, openledgerBin, startNode, IS_ANVIL } from './harness.js';
+
+const execFileP = promisify(execFile);
+const CAST = foundryBin('cast');
+const DATANETS = '0x0000000000000000000000000000000000000f02';
+const MODELS = '0x0000000000000000000000000000000000000f03';
+
+const FACTS = [
+  ['What is the capital city of the island nation of Zorbia?', 'The capital of Zorbia is Quellton, a harbour town on the northern coast.'],
+  ['Which river runs through the valley of Mirth?', 'The Vandal river runs through Mirth and floods its meadows every spring.'],
+  ['What do the farmers of Ostrava grow on the terraces?', 'Ostrava farmers grow pale saffron and small blue figs on stone terraces.'],
+  ['How many bridges cross the canal in old Kadum?', 'Old Kadum has seven bridges, the oldest built from black basalt blocks.'],
+  ['Who founded the observatory on Mount Brin?', 'The observatory on Mount Brin was founded by the astronomer Ilse Taffet.'],
+  ['What instrument is played at weddings in Yule?', 'Weddings in Yule are opened with the garnock, a long bronze horn.'],
+  ['Which bird is painted on the flag of Estmar?', 'The flag of Estmar shows a white heron standing in reeds on green.'],
+  ['What is the traditional bread of the Lunder hills?', 'Lunder hill bread is a dark rye loaf baked with caraway and honey.'],
+];
+
+describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, () => {
+  let node;
+  let work;
+  const run = async (args, timeout = 300_000) => {
+    try {
+      const { stdout, stderr } = await execFileP(openledgerBin(), args, { timeout, maxBuffer: 1 << 24 });
+      return { ok: true, out: `${stdout}\n${stderr}` };
+    } catch (e) {
+      return { ok: false, out: `${e.stdout}\n${e.stderr}` };
+    }
+  };
+  const endpoints = () => ['--rpc', node.rpcUrl, '--api', node.apiUrl];
+  const must = async (args, timeout) => {
+    const r = await run(args, timeout);
+    assert.ok(r.ok, r.out);
+    return r.out;
+  };
+  const cast = (...args) => castAgainst(node, CAST)(...args);
+  const api = async (p) => (await fetch(`${node.apiUrl}${p}`)).json();
+  const trainArgs = (key, datanetAt, steps, extra = [], { base = 'tiny', rank = '8' } = {}) => ['train',
+    '--datanet', datanetAt, '--base', base,
+    '--max-steps', String(steps), '--seq-len', '128', '--lr', '0.01', '--rank', rank, '--alpha', '16',
+    '--grad-accum', '1', '--batch', '2', '--warmup-steps', '2', '--eval-every', '5', '--checkpoint-every', '4',
+    '--eval-fraction', '0.25', '--private-key', key, ...endpoints(), ...extra];
+  const waitFor = async (what, check, ms = 300_000) => {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const value = await check();
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${node.logs?.() ?? ''}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  // A datanet of instruction rows, reviewed and snapshotted; returns "DATANET@SNAPSHOT".
+  async function snapshotOf(owner, curator, name, permissioned) {
+    const create = ['datanet', 'create', '--name', name, '--license', 'CC-BY-4.0', '--schema', 'instruction',
+      '--curator', curator.address, '--description', 'Facts about imaginary places', ...endpoints(),
+      '--private-key', owner.privateKey];
+    if (permissioned) create.push('--permissioned');
+    const datanet = (await must(create)).match(/datanet (\d+) created/)[1];
+    const file = path.join(work, `${name}.jsonl`);
+    fs.writeFileSync(file, FACTS.map(([instruction, response]) => JSON.stringify({ instruction, response })).join('\n') + '\n');
+    const contributed = await must(['datanet', 'contribute', '--datanet', datanet, file, ...endpoints(), '--private-key', owner.privateKey]);
+    assert.match(contributed, /8 accepted/, contributed);
+    const contribution = contributed.match(/contribution (\d+) recorded on chain/)[1];
+    await cast('send', '--private-key', curator.privateKey, DATANETS, 'review(uint64,bool,uint16)', contribution, 'true', '0');
+    const snap = await must(['datanet', 'snapshot', '--datanet', datanet, ...endpoints(), '--private-key', owner.privateKey]);
+    return `${datanet}@${snap.match(/snapshot (\d+) of datanet/)[1]}`;
+  }
+
+  before(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'openledger-factory-'));
+    const models = path.join(work, 'models');
+    const gguf = path.join(work, 'tiny.gguf');
+    await must(['model', 'write-test-model', gguf]);
+    await must(['model', 'pull', '--gguf', gguf, '--name', 'tiny', '--models', models]);
+    node = await startNode({ extraArgs: ['--models', models] });
+    await waitFor('the data API', async () => {
+      try { return (await fetch(`${node.apiUrl}/v1/jobs`)).ok; } catch { return false; }
+    }, 20_000);
+  });
+  after(async () => {
+    await node?.stop();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  test('train on a snapshot, follow the job, publish it, read it back on chain', async () => {
+    const [owner, curator] = node.accounts;
+    const at = await snapshotOf(owner, curator, 'atlas', false);
+    const trained = await must(trainArgs(owner.privateKey, at, 12));
+    assert.match(trained, /job 1 queued/);
+    assert.match(trained, /job 1 is completed/);
+    assert.match(trained, /held-out loss [\d.]+ → [\d.]+/);
+    const job = await api('/v1/jobs/1');
+    assert.equal(job.status, 'completed');
+    assert.equal(job.progress.step, 12);
+
+    // The event stream replays the whole history of a finished job and ends.
+    const sse = await (await fetch(`${node.apiUrl}/v1/jobs/1/events`)).text();
+    assert.match(sse, /event: step/);
+    assert.match(sse, /event: eval/);
+    assert.match(sse, /"status":"completed"/);
+    // Reconnecting with Last-Event-ID skips what the client has seen.
+    const tail = await (await fetch(`${node.apiUrl}/v1/jobs/1/events`, { headers: { 'last-event-id': '5' } })).text();
+    assert.doesNotMatch(tail, /\nid: 5\n/);
+    assert.match(tail, /\nid: 6\n|^id: 6\n/);
+
+    // The adapter and its manifest are fetchable by hash.
+    const manifest = await api(`/v1/artifacts/${job.result.manifest_hash}`);
+    assert.equal(manifest.adapter.hash, job.result.adapter_hash);
+    assert.equal(manifest.datanets[0].root, job.snapshot_root);
+    const weights = await fetch(`${node.apiUrl}/v1/artifacts/${job.result.adapter_hash}`);
+    assert.equal(weights.status, 200);
+    assert.equal((await weights.arrayBuffer()).byteLength, manifest.adapter.bytes);
+    const peft = await (await fetch(`${node.apiUrl}/v1/jobs/1/adapter/adapter_config.json`)).json();
+    assert.equal(peft.r, 8);
+
+    // Someone else cannot publish it; the owner can (registering the base model on the way).
+    const stranger = await run(['jobs', 'publish', '1', '--private-key', curator.privateKey, ...endpoints()]);
+    assert.equal(stranger.ok, false);
+    assert.match(stranger.out, /belongs to/);
+    const published = await must(['jobs', 'publish', '1', '--price', '0.001', '--private-key', owner.privateKey, ...endpoints()]);
+    assert.match(published, /published model 1/);
+    const onChain = await cast('call', MODELS,
+      'getModel(uint64)(address,string,bytes32,bytes32,bytes32,bytes32,uint64,uint64,uint256,bool,uint64)', '1');
+    assert.ok(onChain.includes(job.result.adapter_hash), onChain);
+    assert.ok(onChain.includes(job.result.manifest_hash), onChain);
+    assert.ok(onChain.includes(owner.address), onChain);
+    const again = await run(['jobs', 'publish', '1', '--private-key', owner.privateKey, ...endpoints()]);
+    assert.equal(again.ok, false);
+    assert.match(again.out, /already published as model 1/);
+  });
+
+  test('a job killed with the node resumes after the restart to the same adapter', async () => {
+    const [owner, curator] = node.accounts;
+    const at = await snapshotOf(owner, curator, 'atlas-two', false);
+    // Reference: the same spec, uninterrupted.
+    const reference = await must(trainArgs(owner.privateKey, at, 24));
+    const refId = reference.match(/job (\d+) queued/)[1];
+    const expected = (await api(`/v1/jobs/${refId}`)).result.adapter_hash;
+
+    const queued = await must(trainArgs(owner.privateKey, at, 24, ['--detach']));
+    const id = queued.match(/job (\d+) queued/)[1];
+    await waitFor('a few steps', async () => ((await api(`/v1/jobs/${id}`)).progress?.step ?? 0) >= 9);
+    await node.restart(); // SIGKILL mid-training, then start again on the same datadir
+    const done = await waitFor('the resumed job', async () => {
+      try {
+        const j = await api(`/v1/jobs/${id}`);
+        return ['completed', 'failed'].includes(j.status) && j;
+      } catch { return false; }
+    });
+    assert.equal(done.status, 'completed', done.error);
+    const history = await (await fetch(`${node.apiUrl}/v1/jobs/${id}/events`)).text();
+    assert.match(history, /event: resumed/);
+    assert.equal(done.result.adapter_hash, expected);
+  });
+
+  test('permissioned datanets need a grant; bad specs are refused up front', async () => {
+    const [owner, curator, , stranger] = node.accounts;
+    const at = await snapshotOf(owner, curator, 'closed-atlas', true);
+    const refused = await run(trainArgs(stranger.privateKey, at, 2));
+    assert.equal(refused.ok, false);
+    assert.match(refused.out, /holds no unexpired grant/);
+    const noBase = await run(trainArgs(owner.privateKey, at, 2, [], { base: 'gpt-17' }));
+    assert.equal(noBase.ok, false);
+    assert.match(noBase.out, /openledger model pull gpt-17/);
+    const badRank = await run(trainArgs(owner.privateKey, at, 2, [], { rank: '0' }));
+    assert.equal(badRank.ok, false);
+    assert.match(badRank.out, /rank/);
+    const wrongSnapshot = await run(trainArgs(owner.privateKey, '1@99', 2));
+    assert.equal(wrongSnapshot.ok, false);
+    assert.match(wrongSnapshot.out, /no published snapshot 99/);
+  });
+});
