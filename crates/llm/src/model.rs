@@ -212,62 +212,97 @@ impl Llama {
         cache: &mut KvCache,
         adapter: Option<&LoraAdapter>,
     ) -> Result<Vec<f32>, LlmError> {
+        let mut steps = [Step {
+            tokens,
+            cache,
+            adapter,
+        }];
+        let mut logits = self.forward_batch(&mut steps)?;
+        Ok(logits.pop().expect("one sequence in, one out"))
+    }
+
+    /// Runs the next tokens of several sequences in one pass and returns each one's last
+    /// logits. The base model's matmuls see the rows of every sequence together (one pass over
+    /// the weights for the whole batch); attention runs per sequence against its own cache; each
+    /// adapter's low-rank delta is computed once for the rows of all sequences that use it
+    /// (the BGMV/SGMV idea of Punica and S-LoRA), so adapters of any rank and targets mix.
+    /// A sequence's results are the same as running it alone.
+    pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, LlmError> {
         let c = &self.config;
-        if tokens.is_empty() {
-            return Err(LlmError::BadInput("no tokens to run".into()));
+        if steps.is_empty() {
+            return Ok(Vec::new());
         }
-        if cache.len + tokens.len() > c.context_length {
-            return Err(LlmError::ContextFull {
-                needed: cache.len + tokens.len(),
-                context: c.context_length,
+        let mut all_tokens = Vec::new();
+        let mut seqs = Vec::with_capacity(steps.len());
+        for step in steps.iter_mut() {
+            let (tokens, cache) = (step.tokens, &mut *step.cache);
+            if tokens.is_empty() {
+                return Err(LlmError::BadInput("no tokens to run".into()));
+            }
+            if cache.len + tokens.len() > c.context_length {
+                return Err(LlmError::ContextFull {
+                    needed: cache.len + tokens.len(),
+                    context: c.context_length,
+                });
+            }
+            if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(LlmError::BadInput(format!(
+                    "token id {bad} is outside the vocabulary of {}",
+                    c.vocab_size
+                )));
+            }
+            if cache.layers.len() != c.num_layers {
+                cache.layers = vec![None; c.num_layers];
+                cache.len = 0;
+            }
+            let (len, past) = (tokens.len(), cache.len);
+            seqs.push(SeqSpan {
+                start: all_tokens.len(),
+                len,
+                cos: self.cos.narrow(0, past, len).map_err(candle)?,
+                sin: self.sin.narrow(0, past, len).map_err(candle)?,
+                mask: (len > 1)
+                    .then(|| causal_mask(len, past, &self.device))
+                    .transpose()?,
             });
+            all_tokens.extend_from_slice(tokens);
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(LlmError::BadInput(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
-        }
-        if cache.layers.len() != c.num_layers {
-            cache.layers = vec![None; c.num_layers];
-            cache.len = 0;
-        }
-        let seq = tokens.len();
-        let start = cache.len;
-        let ids = Tensor::new(tokens, &self.device).map_err(candle)?;
+        let total = all_tokens.len();
+        let groups = adapter_groups(steps, &seqs, total, &self.device)?;
+        let ids = Tensor::new(all_tokens.as_slice(), &self.device).map_err(candle)?;
         let mut x = self
             .embeddings
             .embedding(&ids)
             .and_then(|e| e.unsqueeze(0))
             .map_err(candle)?;
-        let cos = self.cos.narrow(0, start, seq).map_err(candle)?;
-        let sin = self.sin.narrow(0, start, seq).map_err(candle)?;
-        let mask = if seq > 1 {
-            Some(causal_mask(seq, start, &self.device)?)
-        } else {
-            None
+        let mode = Mode::Infer {
+            seqs: &seqs,
+            groups: &groups,
         };
-        let pass = Pass {
-            cos,
-            sin,
-            mask,
-            adapter,
-            dropout: None,
-        };
-        for (index, (layer, slot)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+        for (index, layer) in self.layers.iter().enumerate() {
+            let mut slots: Vec<&mut Option<(Tensor, Tensor)>> = steps
+                .iter_mut()
+                .map(|s| &mut s.cache.layers[index])
+                .collect();
             x = self
-                .block(index, layer, &x, &pass, Some(slot))
+                .block(index, layer, &x, &mode, &mut slots)
                 .map_err(candle)?;
         }
-        cache.len += seq;
-        let last = x.narrow(1, seq - 1, 1).map_err(candle)?;
-        let normed = candle_nn::ops::rms_norm(&last, &self.output_norm, c.rms_norm_eps as f32)
+        for step in steps.iter_mut() {
+            step.cache.len += step.tokens.len();
+        }
+        let last: Vec<u32> = seqs.iter().map(|s| (s.start + s.len - 1) as u32).collect();
+        let last = Tensor::new(last.as_slice(), &self.device).map_err(candle)?;
+        let hidden = x
+            .squeeze(0)
+            .and_then(|x| x.index_select(&last, 0))
             .map_err(candle)?;
-        let logits = self.output.forward(&normed).map_err(candle)?;
-        logits
-            .flatten_all()
+        let normed = candle_nn::ops::rms_norm(&hidden, &self.output_norm, c.rms_norm_eps as f32)
+            .map_err(candle)?;
+        self.output
+            .forward(&normed)
             .and_then(|l| l.to_dtype(DType::F32))
-            .and_then(|l| l.to_vec1())
+            .and_then(|l| l.to_vec2())
             .map_err(candle)
     }
 
@@ -330,15 +365,15 @@ impl Llama {
                 .sin
                 .index_select(&positions, 0)?
                 .reshape((b, len, half))?;
-            let pass = Pass {
+            let mode = Mode::Train {
                 cos,
                 sin,
-                mask: Some(packed_mask(batch, &self.device)?),
-                adapter: Some(adapter),
-                dropout: Some(dropout),
+                mask: packed_mask(batch, &self.device)?,
+                adapter,
+                dropout,
             };
             for (index, layer) in self.layers.iter().enumerate() {
-                x = self.block(index, layer, &x, &pass, None)?;
+                x = self.block(index, layer, &x, &mode, &mut [])?;
             }
             candle_nn::ops::rms_norm_slow(&x, &self.output_norm, c.rms_norm_eps as f32)
         };
@@ -350,20 +385,21 @@ impl Llama {
         frozen_linear(&self.output, hidden).map_err(candle)
     }
 
-    /// One transformer block. Inference passes a cache slot and uses candle's fused kernels;
-    /// training (`pass.dropout` set) uses differentiable equivalents and per-token RoPE.
+    /// One transformer block. Inference runs candle's fused kernels over the rows of every
+    /// sequence, with attention per sequence against `caches`; training runs differentiable
+    /// equivalents over a batch of packed rows.
     fn block(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
-        pass: &Pass,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        mode: &Mode,
+        caches: &mut [&mut Option<(Tensor, Tensor)>],
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
-        let training = pass.dropout.is_some();
-        let (b, seq, _) = x.dims3()?;
+        let training = matches!(mode, Mode::Train { .. });
+        let (b, rows, _) = x.dims3()?;
         let rms = |x: &Tensor, w: &Tensor| {
             if training {
                 candle_nn::ops::rms_norm_slow(x, w, eps)
@@ -371,88 +407,134 @@ impl Llama {
                 candle_nn::ops::rms_norm(x, w, eps)
             }
         };
-        // W·x, plus the adapter's s·B·A·dropout(x) where it has one.
+        // W·x, plus s·B·A·x for the rows whose sequence has an adapter on this layer.
         let linear = |w: &QMatMul, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
-            let base = if training {
-                frozen_linear(w, x)?
-            } else {
-                w.forward(x)?
-            };
-            let Some(adapter) = pass.adapter else {
-                return Ok(base);
-            };
-            let dropped;
-            let lora_input = match pass.dropout {
-                Some(d) if d.p > 0.0 && adapter.touches(index, target) => {
-                    dropped = d.apply(x)?;
-                    &dropped
+            match mode {
+                Mode::Train {
+                    adapter, dropout, ..
+                } => {
+                    let base = frozen_linear(w, x)?;
+                    let dropped;
+                    let lora_input = if dropout.p > 0.0 && adapter.touches(index, target) {
+                        dropped = dropout.apply(x)?;
+                        &dropped
+                    } else {
+                        x
+                    };
+                    match adapter.delta(index, target, lora_input)? {
+                        Some(delta) => base + delta,
+                        None => Ok(base),
+                    }
                 }
-                _ => x,
-            };
-            match adapter.delta(index, target, lora_input)? {
-                Some(delta) => base + delta,
-                None => Ok(base),
+                Mode::Infer { groups, .. } => {
+                    let mut y = w.forward(x)?;
+                    for group in groups.iter() {
+                        y = match &group.rows {
+                            None => match group.adapter.delta(index, target, x)? {
+                                Some(delta) => (y + delta)?,
+                                None => y,
+                            },
+                            Some(rows) => {
+                                match group.adapter.delta(
+                                    index,
+                                    target,
+                                    &x.index_select(rows, 1)?,
+                                )? {
+                                    Some(delta) => y.index_add(rows, &delta, 1)?,
+                                    None => y,
+                                }
+                            }
+                        };
+                    }
+                    Ok(y)
+                }
             }
         };
 
         let h = rms(x, &layer.attn_norm)?;
-        let heads = |t: Tensor, n: usize| -> candle_core::Result<Tensor> {
+        let q = linear(&layer.wq, Target::Q, &h)?;
+        let k = linear(&layer.wk, Target::K, &h)?;
+        let v = linear(&layer.wv, Target::V, &h)?;
+        let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+            let (b, seq, _) = t.dims3()?;
             t.reshape((b, seq, n, c.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = heads(linear(&layer.wq, Target::Q, &h)?, c.num_heads)?;
-        let k = heads(linear(&layer.wk, Target::K, &h)?, c.num_kv_heads)?;
-        let v = heads(linear(&layer.wv, Target::V, &h)?, c.num_kv_heads)?;
-        let (q, k) = if training {
-            (
-                rope_per_token(&q, &pass.cos, &pass.sin)?,
-                rope_per_token(&k, &pass.cos, &pass.sin)?,
-            )
-        } else {
-            (
-                candle_nn::rotary_emb::rope_i(&q, &pass.cos, &pass.sin)?,
-                candle_nn::rotary_emb::rope_i(&k, &pass.cos, &pass.sin)?,
-            )
-        };
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    None => (k, v),
-                    Some((past_k, past_v)) => (
-                        Tensor::cat(&[&past_k, &k], 2)?.contiguous()?,
-                        Tensor::cat(&[&past_v, &v], 2)?.contiguous()?,
-                    ),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
+        let attended = match mode {
+            Mode::Train { cos, sin, mask, .. } => {
+                let q = rope_per_token(&heads(&q, c.num_heads)?, cos, sin)?;
+                let k = rope_per_token(&heads(&k, c.num_kv_heads)?, cos, sin)?;
+                let v = heads(&v, c.num_kv_heads)?;
+                self.attend(&q, k, v, Some(mask), true)?
+            }
+            Mode::Infer { seqs, .. } => {
+                let mut parts = Vec::with_capacity(seqs.len());
+                for (seq, slot) in seqs.iter().zip(caches.iter_mut()) {
+                    let rows = |t: &Tensor, n| heads(&t.narrow(1, seq.start, seq.len)?, n);
+                    let q =
+                        candle_nn::rotary_emb::rope_i(&rows(&q, c.num_heads)?, &seq.cos, &seq.sin)?;
+                    let k = candle_nn::rotary_emb::rope_i(
+                        &rows(&k, c.num_kv_heads)?,
+                        &seq.cos,
+                        &seq.sin,
+                    )?;
+                    let v = rows(&v, c.num_kv_heads)?;
+                    let (k, v) = match slot.take() {
+                        None => (k, v),
+                        Some((past_k, past_v)) => (
+                            Tensor::cat(&[&past_k, &k], 2)?.contiguous()?,
+                            Tensor::cat(&[&past_v, &v], 2)?.contiguous()?,
+                        ),
+                    };
+                    **slot = Some((k.clone(), v.clone()));
+                    parts.push(self.attend(&q, k, v, seq.mask.as_ref(), false)?);
+                }
+                if parts.len() == 1 {
+                    parts.pop().expect("one part")
+                } else {
+                    Tensor::cat(&parts, 1)?
+                }
             }
         };
-        let repeat = c.num_heads / c.num_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
-
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(mask) = &pass.mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = if training {
-            candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
-        let attended = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, seq, c.hidden_size))?;
+        debug_assert_eq!(attended.dims3()?, (b, rows, c.hidden_size));
         let x = (x + linear(&layer.wo, Target::O, &attended)?)?;
 
         let h = rms(&x, &layer.ffn_norm)?;
         let gate = candle_nn::ops::silu(&linear(&layer.w_gate, Target::Gate, &h)?)?;
         let up = linear(&layer.w_up, Target::Up, &h)?;
         x + linear(&layer.w_down, Target::Down, &(gate * up)?)?
+    }
+
+    /// Scaled dot-product attention of `q` (b, heads, L, d) over `k`, `v` (b, kv_heads, T, d),
+    /// with grouped-query heads shared; returns (b, L, heads · d).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Option<&Tensor>,
+        differentiable: bool,
+    ) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, _, len, _) = q.dims4()?;
+        let repeat = c.num_heads / c.num_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
+        let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let mut scores = (q.matmul(&k.t()?)? * scale)?;
+        if let Some(mask) = mask {
+            scores = scores.broadcast_add(mask)?;
+        }
+        let weights = if differentiable {
+            candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, len, c.hidden_size))
     }
 }
 
@@ -517,16 +599,75 @@ fn frozen_linear(w: &QMatMul, x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
-/// What one forward pass shares across blocks.
-struct Pass<'a> {
-    /// RoPE tables for the positions run: `(seq, half)` at inference, `(b, seq, half)` in
-    /// training, where every packed example starts again at position 0.
+/// One sequence's part in a batched step (see [`Llama::forward_batch`]).
+pub struct Step<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub adapter: Option<&'a LoraAdapter>,
+}
+
+/// Where a sequence's rows sit in a batched step, with its RoPE tables and causal mask.
+struct SeqSpan {
+    start: usize,
+    len: usize,
     cos: Tensor,
     sin: Tensor,
     mask: Option<Tensor>,
-    adapter: Option<&'a LoraAdapter>,
-    /// Set when training (even with p = 0): selects the differentiable operations.
-    dropout: Option<&'a Dropout>,
+}
+
+/// The rows of a batched step that use one adapter (`None`: every row).
+struct AdapterGroup<'a> {
+    adapter: &'a LoraAdapter,
+    rows: Option<Tensor>,
+}
+
+/// Sequences grouped by adapter (the same adapter object, by address).
+fn adapter_groups<'a>(
+    steps: &[Step<'a>],
+    seqs: &[SeqSpan],
+    total: usize,
+    device: &Device,
+) -> Result<Vec<AdapterGroup<'a>>, LlmError> {
+    let mut groups: Vec<(&'a LoraAdapter, Vec<u32>)> = Vec::new();
+    for (step, seq) in steps.iter().zip(seqs) {
+        let Some(adapter) = step.adapter else {
+            continue;
+        };
+        let rows = seq.start as u32..(seq.start + seq.len) as u32;
+        match groups.iter_mut().find(|(a, _)| std::ptr::eq(*a, adapter)) {
+            Some((_, all)) => all.extend(rows),
+            None => groups.push((adapter, rows.collect())),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(adapter, rows)| {
+            let rows = if rows.len() == total {
+                None
+            } else {
+                Some(Tensor::new(rows.as_slice(), device).map_err(candle)?)
+            };
+            Ok(AdapterGroup { adapter, rows })
+        })
+        .collect()
+}
+
+/// How a forward pass runs.
+enum Mode<'a> {
+    /// Inference over the rows of several sequences, each with its own cache.
+    Infer {
+        seqs: &'a [SeqSpan],
+        groups: &'a [AdapterGroup<'a>],
+    },
+    /// Training over packed rows: RoPE tables `(b, L, d/2)` (each example restarts at 0),
+    /// a block-diagonal causal mask, one adapter and its dropout.
+    Train {
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor,
+        adapter: &'a LoraAdapter,
+        dropout: &'a Dropout,
+    },
 }
 
 /// A batch of packed training sequences, row-major `(rows, len)`.

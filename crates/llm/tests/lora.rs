@@ -128,3 +128,99 @@ fn adapters_for_another_base_or_broken_files_are_refused() {
     let err = LoraAdapter::load_peft(dir.path(), model.llama.config(), &Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("lm_head"), "{err}");
 }
+
+/// Sequences of different lengths, cache states and adapters (two sharing one, one without)
+/// run as one batch give each the logits — and afterwards the caches — it gets alone.
+#[test]
+fn a_batch_of_sequences_with_different_adapters_matches_each_alone() {
+    use openledger_llm::model::Step;
+    let model = tiny_model(&TinyConfig::default());
+    let llama = &model.llama;
+    let a = trained(&model, &[Target::Q, Target::V]);
+    let b = {
+        let config = LoraConfig::new(8, 4.0, &Target::ALL);
+        let mut adapter = LoraAdapter::init(config, llama.config(), 9, &Device::Cpu).unwrap();
+        for pair in adapter.layers.iter_mut().flatten().flatten() {
+            let (r, out) = pair.b_t.dims2().unwrap();
+            let values: Vec<f32> = (0..r * out)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01)
+                .collect();
+            pair.b_t = Tensor::from_vec(values, (r, out), &Device::Cpu).unwrap();
+        }
+        adapter
+    };
+    let tok = |s: &str| model.tokenizer.encode(s).unwrap();
+    // Sequence 2 already has a history in its cache.
+    let mut warm = llama.new_cache();
+    llama
+        .forward_with(&tok("once upon"), &mut warm, Some(&b))
+        .unwrap();
+    let inputs: Vec<(Vec<u32>, openledger_llm::KvCache, Option<&LoraAdapter>)> = vec![
+        (tok("the quick brown"), llama.new_cache(), Some(&a)),
+        (tok(" a"), warm, Some(&b)),
+        (tok("in the beginning"), llama.new_cache(), None),
+        (tok("to be"), llama.new_cache(), Some(&a)),
+    ];
+    let mut alone_caches: Vec<_> = inputs.iter().map(|(_, c, _)| c.clone()).collect();
+    let alone: Vec<Vec<f32>> = inputs
+        .iter()
+        .zip(alone_caches.iter_mut())
+        .map(|((tokens, _, adapter), cache)| llama.forward_with(tokens, cache, *adapter).unwrap())
+        .collect();
+    let mut batch_caches: Vec<_> = inputs.iter().map(|(_, c, _)| c.clone()).collect();
+    let mut steps: Vec<Step> = inputs
+        .iter()
+        .zip(batch_caches.iter_mut())
+        .map(|((tokens, _, adapter), cache)| Step {
+            tokens,
+            cache,
+            adapter: *adapter,
+        })
+        .collect();
+    let batched = llama.forward_batch(&mut steps).unwrap();
+    for (i, (x, y)) in alone.iter().zip(&batched).enumerate() {
+        assert!(max_diff(x, y) < 1e-4, "sequence {i}: {}", max_diff(x, y));
+    }
+    // Greedy continuation, batched step by step, equals each sequence decoded alone.
+    let mut next: Vec<u32> = batched
+        .iter()
+        .map(|l| openledger_llm::model::argmax(l))
+        .collect();
+    let mut alone_next: Vec<u32> = alone
+        .iter()
+        .map(|l| openledger_llm::model::argmax(l))
+        .collect();
+    assert_eq!(next, alone_next);
+    for _ in 0..8 {
+        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let mut steps: Vec<Step> = tokens
+            .iter()
+            .zip(batch_caches.iter_mut())
+            .zip(&inputs)
+            .map(|((t, cache), (_, _, adapter))| Step {
+                tokens: t,
+                cache,
+                adapter: *adapter,
+            })
+            .collect();
+        next = llama
+            .forward_batch(&mut steps)
+            .unwrap()
+            .iter()
+            .map(|l| openledger_llm::model::argmax(l))
+            .collect();
+        alone_next = alone_next
+            .iter()
+            .zip(alone_caches.iter_mut())
+            .zip(&inputs)
+            .map(|((&t, cache), (_, _, adapter))| {
+                openledger_llm::model::argmax(&llama.forward_with(&[t], cache, *adapter).unwrap())
+            })
+            .collect();
+        assert_eq!(next, alone_next);
+    }
+    assert_eq!(
+        batch_caches.iter().map(|c| c.len()).collect::<Vec<_>>(),
+        alone_caches.iter().map(|c| c.len()).collect::<Vec<_>>()
+    );
+}

@@ -280,3 +280,33 @@ fn a_short_fine_tune_teaches_a_planted_fact() {
         "after training: {tuned:?}"
     );
 }
+
+/// The tokenizer agrees with llama.cpp's, token for token, on a corpus of hard strings
+/// (whitespace runs, digits, code, CJK, RTL, combining marks, ZWJ emoji, special tokens in
+/// text). The reference ids were recorded with llama-cpp-python 0.3.36 on the same GGUF by
+/// `bench/llama_cpp_tokenize.py` (rerun it to refresh them).
+#[test]
+fn tokenizer_matches_llama_cpp_on_hard_strings() {
+    let Some(model) = model() else { return };
+    let recorded: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/tokenizer_llama_cpp.json")).unwrap();
+    let cases = recorded["cases"].as_array().unwrap();
+    assert!(cases.len() >= 30);
+    let mut differing = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let expected: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ours = model.tokenizer.encode(text).unwrap();
+        if ours != expected {
+            differing.push(format!(
+                "{text:?}\n  ours      {ours:?}\n  llama.cpp {expected:?}"
+            ));
+        }
+    }
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+}
