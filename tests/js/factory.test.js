@@ -130,6 +130,21 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const peft = await (await fetch(`${node.apiUrl}/v1/jobs/1/adapter/adapter_config.json`)).json();
     assert.equal(peft.r, 8);
 
+    // Download the PEFT files and merge them into the base: a model of its own.
+    const peftDir = path.join(work, 'peft');
+    fs.mkdirSync(peftDir);
+    for (const file of ['adapter_config.json', 'adapter_model.safetensors']) {
+      const res = await fetch(`${node.apiUrl}/v1/jobs/1/adapter/${file}`);
+      fs.writeFileSync(path.join(peftDir, file), Buffer.from(await res.arrayBuffer()));
+    }
+    const models = path.join(work, 'models');
+    const merged = await must(['model', 'merge', '--base', 'tiny', '--adapter', peftDir, '--out',
+      path.join(work, 'merged.gguf'), '--install', 'tiny-merged', '--models', models]);
+    assert.match(merged, /merged \d+ matrices/);
+    assert.match(merged, /tiny-merged installed/);
+    const generated = await must(['model', 'generate', '--model', 'tiny-merged', '--prompt', 'the', '--max-tokens', '4', '--models', models]);
+    assert.ok(generated.length > 0);
+
     // Someone else cannot publish it; the owner can (registering the base model on the way).
     const stranger = await run(['jobs', 'publish', '1', '--private-key', curator.privateKey, ...endpoints()]);
     assert.equal(stranger.ok, false);

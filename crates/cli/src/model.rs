@@ -42,6 +42,24 @@ pub enum ModelCommand {
     },
     /// List installed models.
     List,
+    /// Merge a LoRA adapter (PEFT directory) into its base model and write a new GGUF.
+    Merge {
+        /// Base model: a store name or hash, or a GGUF path.
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        base: String,
+        /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Where to write the merged GGUF.
+        #[arg(long)]
+        out: PathBuf,
+        /// How merged layers are stored: q8_0 (small) or f32 (exact).
+        #[arg(long, default_value = "q8_0", value_parser = parse_merged)]
+        weights: openledger_llm::merge::MergedWeights,
+        /// Also install the merged model into the store under this name.
+        #[arg(long)]
+        install: Option<String>,
+    },
     /// Write a tiny random llama GGUF (it knows nothing; for testing the tooling end to end).
     #[command(hide = true)]
     WriteTestModel { path: PathBuf },
@@ -77,6 +95,14 @@ pub enum ModelCommand {
     },
 }
 
+fn parse_merged(s: &str) -> Result<openledger_llm::merge::MergedWeights, String> {
+    match s {
+        "q8_0" | "q8" => Ok(openledger_llm::merge::MergedWeights::Q8_0),
+        "f32" => Ok(openledger_llm::merge::MergedWeights::F32),
+        other => Err(format!("{other:?}: use q8_0 or f32")),
+    }
+}
+
 pub fn run(cmd: ModelCommand, store: StoreArgs) -> Result<()> {
     let store = store.store();
     match cmd {
@@ -101,6 +127,36 @@ pub fn run(cmd: ModelCommand, store: StoreArgs) -> Result<()> {
                 model.hash,
                 store.root().display()
             );
+        }
+        ModelCommand::Merge {
+            base,
+            adapter,
+            out,
+            weights,
+            install,
+        } => {
+            let base_path = resolve(&store, &base)?;
+            let config = Model::inspect(&base_path)?;
+            let lora = openledger_llm::LoraAdapter::load_peft(
+                &adapter,
+                &config,
+                &openledger_llm::Device::Cpu,
+            )
+            .with_context(|| format!("cannot load the adapter in {}", adapter.display()))?;
+            let merged = openledger_llm::merge::merge_into_gguf(&base_path, &lora, &out, weights)?;
+            println!(
+                "merged {merged} matrices of {} into {}",
+                adapter.display(),
+                out.display()
+            );
+            if let Some(name) = install {
+                let model = store.import(
+                    &out,
+                    &name,
+                    &format!("merge of {base} + {}", adapter.display()),
+                )?;
+                println!("{} installed: hash {}", model.name, model.hash);
+            }
         }
         ModelCommand::WriteTestModel { path } => {
             let gguf = openledger_llm::testing::tiny_llama_gguf(&Default::default());

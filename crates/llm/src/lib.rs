@@ -4,6 +4,7 @@
 //! - [`tokenizer`]: the GGUF's byte-level BPE tokenizer, split exactly as llama.cpp splits it.
 //! - [`model`]: the transformer over quantized weights; KV caches belong to callers.
 //! - [`lora`]: LoRA adapters on any linear layer, in Hugging Face PEFT's file layout.
+//! - [`merge`]: an adapter merged into its base, written as a new GGUF.
 //! - [`chat`]: chat prompts in the model's format; [`sampling`] and [`generate`]: decoding.
 //! - [`train`]: LoRA fine-tuning with exact resume from checkpoints.
 //! - [`store`]: base models on disk by content hash, with names.
@@ -13,6 +14,7 @@ pub mod chat;
 pub mod config;
 pub mod generate;
 pub mod lora;
+pub mod merge;
 pub mod model;
 pub mod sampling;
 pub mod store;
@@ -23,7 +25,7 @@ pub mod train;
 use std::io::{Read, Seek};
 use std::path::Path;
 
-use candle_core::Device;
+pub use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
 
 pub use chat::{ChatMessage, ChatTemplate, Segment};

@@ -224,3 +224,49 @@ fn a_batch_of_sequences_with_different_adapters_matches_each_alone() {
         alone_caches.iter().map(|c| c.len()).collect::<Vec<_>>()
     );
 }
+
+/// An adapter merged into the base GGUF gives, with no adapter, what base + adapter gives:
+/// exactly when stored as f32, closely as Q8_0; llama.cpp-style tools load it as any GGUF.
+#[test]
+fn a_merged_model_answers_like_base_plus_adapter() {
+    use openledger_llm::merge::{MergedWeights, merge_into_gguf};
+    use openledger_llm::testing::tiny_llama_gguf;
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = dir.path().join("base.gguf");
+    std::fs::write(&base_path, tiny_llama_gguf(&TinyConfig::default())).unwrap();
+    let base =
+        openledger_llm::Model::load_with(&base_path, openledger_llm::Weights::Dequantized).unwrap();
+    let adapter = trained(&base, &[Target::Q, Target::K, Target::Down]);
+    let expected = logits(&base, Some(&adapter));
+    assert!(max_diff(&expected, &logits(&base, None)) > 1e-3);
+
+    let exact = dir.path().join("merged-f32.gguf");
+    let merged = merge_into_gguf(&base_path, &adapter, &exact, MergedWeights::F32).unwrap();
+    assert_eq!(merged, 3 * TinyConfig::default().layers);
+    let model =
+        openledger_llm::Model::load_with(&exact, openledger_llm::Weights::Dequantized).unwrap();
+    assert!(max_diff(&expected, &logits(&model, None)) < 1e-4);
+
+    let small = dir.path().join("merged-q8.gguf");
+    merge_into_gguf(&base_path, &adapter, &small, MergedWeights::Q8_0).unwrap();
+    let model =
+        openledger_llm::Model::load_with(&small, openledger_llm::Weights::Dequantized).unwrap();
+    let diff = max_diff(&expected, &logits(&model, None));
+    assert!(diff < 0.05, "Q8_0 merge drifted by {diff}");
+    assert!(std::fs::metadata(&small).unwrap().len() < std::fs::metadata(&exact).unwrap().len());
+
+    // An adapter for another shape of model is refused.
+    let other = tiny_model(&TinyConfig {
+        layers: 3,
+        ..TinyConfig::default()
+    });
+    let foreign = trained(&other, &[Target::Q]);
+    let err = merge_into_gguf(
+        &base_path,
+        &foreign,
+        &dir.path().join("x.gguf"),
+        MergedWeights::F32,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("another base"), "{err}");
+}
