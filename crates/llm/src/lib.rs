@@ -13,6 +13,7 @@
 pub mod chat;
 pub mod config;
 pub mod generate;
+pub mod gguf_check;
 pub mod lora;
 pub mod merge;
 pub mod model;
@@ -91,7 +92,10 @@ impl Model {
             path: path.display().to_string(),
             source,
         })?;
-        let content = Content::read(&mut std::io::BufReader::new(file)).map_err(|e| {
+        let mut reader = std::io::BufReader::new(file);
+        gguf_check::check_header(&mut reader)
+            .map_err(|e| LlmError::BadModel(format!("{}: {e}", path.display())))?;
+        let content = Content::read(&mut reader).map_err(|e| {
             LlmError::BadModel(format!(
                 "{}: cannot parse the GGUF header: {e}",
                 path.display()
@@ -106,6 +110,7 @@ impl Model {
     }
 
     pub fn read_with<R: Read + Seek>(reader: &mut R, weights: Weights) -> Result<Self, LlmError> {
+        gguf_check::check_header(reader)?;
         let content = Content::read(reader)
             .map_err(|e| LlmError::BadModel(format!("cannot parse the GGUF header: {e}")))?;
         let tokenizer = Tokenizer::from_gguf(&content)?;

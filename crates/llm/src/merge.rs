@@ -49,6 +49,7 @@ pub fn merge_into_gguf(
         move |source| LlmError::Io { path, source }
     };
     let mut reader = std::io::BufReader::new(std::fs::File::open(base).map_err(io(base))?);
+    crate::gguf_check::check_header(&mut reader)?;
     let content = Content::read(&mut reader)
         .map_err(|e| LlmError::BadModel(format!("{}: {e}", base.display())))?;
     let config = LlamaConfig::from_gguf(&content)?;
