@@ -144,6 +144,13 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.match(merged, /tiny-merged installed/);
     const generated = await must(['model', 'generate', '--model', 'tiny-merged', '--prompt', 'the', '--max-tokens', '4', '--models', models]);
     assert.ok(generated.length > 0);
+    // …and as a Hugging Face directory, which loads and generates the same text.
+    const hfDir = path.join(work, 'hf-merged');
+    await must(['model', 'export-hf', '--model', 'tiny-merged', '--out', hfDir, '--models', models]);
+    assert.ok(fs.existsSync(path.join(hfDir, 'model.safetensors')));
+    const fromHf = await must(['model', 'generate', '--model', hfDir, '--prompt', 'the', '--max-tokens', '4', '--weights', 'f32', '--models', models]);
+    const fromGguf = await must(['model', 'generate', '--model', 'tiny-merged', '--prompt', 'the', '--max-tokens', '4', '--weights', 'f32', '--models', models]);
+    assert.equal(fromHf, fromGguf);
 
     // Someone else cannot publish it; the owner can (registering the base model on the way).
     const stranger = await run(['jobs', 'publish', '1', '--private-key', curator.privateKey, ...endpoints()]);

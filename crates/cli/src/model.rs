@@ -60,6 +60,14 @@ pub enum ModelCommand {
         #[arg(long)]
         install: Option<String>,
     },
+    /// Write a model as a Hugging Face directory (config.json, model.safetensors, tokenizer).
+    ExportHf {
+        /// A store name or hash, or a GGUF path.
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a tiny random llama GGUF (it knows nothing; for testing the tooling end to end).
     #[command(hide = true)]
     WriteTestModel { path: PathBuf },
@@ -158,6 +166,14 @@ pub fn run(cmd: ModelCommand, store: StoreArgs) -> Result<()> {
                 println!("{} installed: hash {}", model.name, model.hash);
             }
         }
+        ModelCommand::ExportHf { model, out } => {
+            let path = resolve(&store, &model)?;
+            openledger_llm::hf::export(&path, &out)?;
+            println!(
+                "wrote {model} as a Hugging Face directory to {}",
+                out.display()
+            );
+        }
         ModelCommand::WriteTestModel { path } => {
             let gguf = openledger_llm::testing::tiny_llama_gguf(&Default::default());
             std::fs::write(&path, gguf)
@@ -239,7 +255,8 @@ pub fn parse_weights(s: &str) -> Result<Weights, String> {
 /// A model argument as a file: a path that exists, else a name or hash in the store.
 pub fn resolve(store: &ModelStore, model: &str) -> Result<PathBuf> {
     let as_path = Path::new(model);
-    if as_path.is_file() {
+    // A GGUF file, or a Hugging Face directory (config.json + safetensors + tokenizer.json).
+    if as_path.is_file() || as_path.join("config.json").is_file() {
         return Ok(as_path.to_path_buf());
     }
     match store.find(model)? {

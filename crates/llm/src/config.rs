@@ -40,12 +40,7 @@ impl LlamaConfig {
                 "inconsistent attention shape: {hidden_size} wide, {num_heads} heads, {num_kv_heads} key/value heads"
             )));
         }
-        let head_dim = hidden_size / num_heads;
-        if head_dim % 2 != 0 {
-            return Err(LlmError::BadModel(format!(
-                "head dimension {head_dim} is odd; RoPE needs pairs"
-            )));
-        }
+        let head_dim = check_head_dim(hidden_size, num_heads)?;
         let vocab_size = match content.metadata.get("llama.vocab_size") {
             Some(v) => to_usize(v, "llama.vocab_size")?,
             None => content
@@ -72,6 +67,79 @@ impl LlamaConfig {
                 float(content, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
             ),
             context_length: uint(content, "llama.context_length").unwrap_or(2048),
+        })
+    }
+}
+
+fn check_head_dim(hidden_size: usize, num_heads: usize) -> Result<usize, LlmError> {
+    let head_dim = hidden_size / num_heads;
+    if head_dim % 2 != 0 {
+        return Err(LlmError::BadModel(format!(
+            "head dimension {head_dim} is odd; RoPE needs pairs"
+        )));
+    }
+    Ok(head_dim)
+}
+
+impl LlamaConfig {
+    /// Reads a Hugging Face `config.json` of a `LlamaForCausalLM`.
+    pub fn from_hf(json: &serde_json::Value) -> Result<Self, LlmError> {
+        let model_type = json["model_type"].as_str().unwrap_or("");
+        if model_type != "llama" {
+            return Err(LlmError::Unsupported(format!(
+                "model_type {model_type:?}; only llama-family models (\"llama\") are supported"
+            )));
+        }
+        let uint = |key: &str| -> Result<usize, LlmError> {
+            json[key]
+                .as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| LlmError::BadModel(format!("config.json has no integer {key:?}")))
+        };
+        let hidden_size = uint("hidden_size")?;
+        let num_heads = uint("num_attention_heads")?;
+        let num_kv_heads = uint("num_key_value_heads").unwrap_or(num_heads);
+        if num_heads == 0
+            || hidden_size % num_heads != 0
+            || num_kv_heads == 0
+            || num_heads % num_kv_heads != 0
+        {
+            return Err(LlmError::BadModel(format!(
+                "inconsistent attention shape: {hidden_size} wide, {num_heads} heads, {num_kv_heads} key/value heads"
+            )));
+        }
+        Ok(Self {
+            vocab_size: uint("vocab_size")?,
+            hidden_size,
+            intermediate_size: uint("intermediate_size")?,
+            num_layers: uint("num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim: check_head_dim(hidden_size, num_heads)?,
+            rope_theta: json["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+            rms_norm_eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-5),
+            context_length: uint("max_position_embeddings").unwrap_or(2048),
+        })
+    }
+
+    /// The Hugging Face `config.json` of this shape.
+    pub fn to_hf(&self, tied: bool) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "max_position_embeddings": self.context_length,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": tied,
+            "torch_dtype": "float32",
         })
     }
 }

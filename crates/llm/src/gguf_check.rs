@@ -179,7 +179,9 @@ fn walk<R: Read>(reader: &mut R, len: u64) -> Result<(), LlmError> {
         version: 0,
     };
     if w.u32("the magic number")? != MAGIC {
-        return Err(bad("not a GGUF file (the magic number is not \"GGUF\")".into()));
+        return Err(bad(
+            "not a GGUF file (the magic number is not \"GGUF\")".into()
+        ));
     }
     w.version = w.u32("the version")?;
     if !(1..=3).contains(&w.version) {
@@ -227,9 +229,9 @@ fn walk<R: Read>(reader: &mut R, len: u64) -> Result<(), LlmError> {
             } else {
                 w.u64(&name)?
             };
-            elements = elements.checked_mul(d).ok_or_else(|| {
-                bad(format!("tensor {name:?}: its dimensions overflow"))
-            })?;
+            elements = elements
+                .checked_mul(d)
+                .ok_or_else(|| bad(format!("tensor {name:?}: its dimensions overflow")))?;
         }
         let ty = w.u32(&name)?;
         let (block, bytes) = block_layout(ty)

@@ -4,6 +4,7 @@
 //! - [`tokenizer`]: the GGUF's byte-level BPE tokenizer, split exactly as llama.cpp splits it.
 //! - [`model`]: the transformer over quantized weights; KV caches belong to callers.
 //! - [`lora`]: LoRA adapters on any linear layer, in Hugging Face PEFT's file layout.
+//! - [`hf`]: Hugging Face directories (safetensors, tokenizer.json): load and export.
 //! - [`merge`]: an adapter merged into its base, written as a new GGUF.
 //! - [`chat`]: chat prompts in the model's format; [`sampling`] and [`generate`]: decoding.
 //! - [`train`]: LoRA fine-tuning with exact resume from checkpoints.
@@ -14,6 +15,7 @@ pub mod chat;
 pub mod config;
 pub mod generate;
 pub mod gguf_check;
+pub mod hf;
 pub mod lora;
 pub mod merge;
 pub mod model;
@@ -73,8 +75,12 @@ impl Model {
         Self::load_with(path, Weights::Quantized)
     }
 
-    /// As [`Model::load`], choosing how linear layers compute.
+    /// As [`Model::load`], choosing how linear layers compute. A directory is read as a
+    /// Hugging Face model ([`hf::load`]).
     pub fn load_with(path: &Path, weights: Weights) -> Result<Self, LlmError> {
+        if path.is_dir() {
+            return hf::load(path, weights);
+        }
         let file = std::fs::File::open(path).map_err(|source| LlmError::Io {
             path: path.display().to_string(),
             source,

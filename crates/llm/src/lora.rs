@@ -219,7 +219,7 @@ fn peft_key(layer: usize, target: Target, which: &str) -> String {
 
 /// For q and k: GGUF row `g` holds Hugging Face row `hf_row[g]` (llama.cpp's permutation:
 /// within each head, rows `i` and `i + d/2` become neighbours `2i` and `2i + 1`).
-fn gguf_to_hf_rows(out: usize, heads: usize) -> Vec<u32> {
+pub(crate) fn gguf_to_hf_rows(out: usize, heads: usize) -> Vec<u32> {
     let head_dim = out / heads;
     let half = head_dim / 2;
     (0..out)

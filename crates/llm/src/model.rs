@@ -105,6 +105,7 @@ impl Llama {
         weights: Weights,
     ) -> Result<Self, LlmError> {
         let config = LlamaConfig::from_gguf(content)?;
+        let tied = !content.tensor_infos.contains_key("output.weight");
         let mut tensor = |name: &str, shape: &[usize]| -> Result<QTensor, LlmError> {
             let info = content.tensor_infos.get(name).ok_or_else(|| {
                 LlmError::BadModel(format!("tensor {name:?} is missing from the GGUF"))
@@ -119,6 +120,18 @@ impl Llama {
                 .tensor(reader, name, device)
                 .map_err(|e| LlmError::BadModel(format!("cannot read tensor {name:?}: {e}")))
         };
+        Self::build(config, &mut tensor, tied, device, weights)
+    }
+
+    /// Builds the model from a source of tensors named as in GGUF (`blk.N.attn_q.weight`, …,
+    /// with q/k rows in GGUF's RoPE order); `tied` when the output projection is the embedding.
+    pub(crate) fn build(
+        config: LlamaConfig,
+        tensor: &mut dyn FnMut(&str, &[usize]) -> Result<QTensor, LlmError>,
+        tied: bool,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Self, LlmError> {
         let c = &config;
         let kv_width = c.num_kv_heads * c.head_dim;
         let embeddings = Arc::new(tensor("token_embd.weight", &[c.vocab_size, c.hidden_size])?);
@@ -152,7 +165,7 @@ impl Llama {
             });
         }
         let output_norm = norm(tensor("output_norm.weight", &[c.hidden_size])?)?;
-        let output = if content.tensor_infos.contains_key("output.weight") {
+        let output = if !tied {
             matmul(tensor("output.weight", &[c.vocab_size, c.hidden_size])?)?
         } else {
             // Tied embeddings: the output projection is the embedding matrix.

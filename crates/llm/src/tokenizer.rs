@@ -170,6 +170,54 @@ impl Tokenizer {
         })
     }
 
+    /// A Hugging Face `tokenizer.json`, with the special tokens `tokenizer_config.json` names.
+    pub fn from_hf(
+        tokenizer_json: &std::path::Path,
+        config: &serde_json::Value,
+    ) -> Result<Self, LlmError> {
+        let inner = tokenizers::Tokenizer::from_file(tokenizer_json)
+            .map_err(|e| LlmError::BadModel(format!("{}: {e}", tokenizer_json.display())))?;
+        // A special token is a string or {"content": string}.
+        let named = |key: &str| -> Option<u32> {
+            let value = &config[key];
+            let text = value.as_str().or_else(|| value["content"].as_str())?;
+            inner.token_to_id(text)
+        };
+        let bos = named("bos_token");
+        let mut end_of_generation: Vec<u32> = named("eos_token").into_iter().collect();
+        for name in ["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end|>"] {
+            if let Some(id) = inner.token_to_id(name)
+                && !end_of_generation.contains(&id)
+            {
+                end_of_generation.push(id);
+            }
+        }
+        Ok(Self {
+            vocab_size: inner.get_vocab_size(true),
+            bos,
+            add_bos: config["add_bos_token"].as_bool().unwrap_or(false),
+            end_of_generation,
+            inner,
+        })
+    }
+
+    /// Writes this tokenizer as a Hugging Face `tokenizer.json`.
+    pub fn save_hf(&self, path: &std::path::Path) -> Result<(), LlmError> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| LlmError::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// The beginning-of-sequence token, and whether encoding prepends it.
+    pub fn bos(&self) -> (Option<u32>, bool) {
+        (self.bos, self.add_bos)
+    }
+
+    /// The text of one token id, special tokens included.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
     }

@@ -228,3 +228,56 @@ fn truncated_and_foreign_files_are_refused_clearly() {
     };
     assert!(err.to_string().contains("GGUF"), "{err}");
 }
+
+/// The same model as a Hugging Face directory (safetensors, tokenizer.json, chat template)
+/// loads to the same model: same tokens, same logits; broken directories are named errors.
+#[test]
+fn a_hugging_face_directory_is_the_same_model() {
+    use openledger_llm::{Model, Weights, hf};
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    std::fs::write(
+        &gguf,
+        openledger_llm::testing::tiny_llama_gguf(&TinyConfig::default()),
+    )
+    .unwrap();
+    let hf_dir = dir.path().join("hf");
+    hf::export(&gguf, &hf_dir).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        assert!(hf_dir.join(file).exists(), "{file}");
+    }
+    let from_gguf = Model::load_with(&gguf, Weights::Dequantized).unwrap();
+    let from_hf = hf::load(&hf_dir, Weights::Dequantized).unwrap();
+    let text = "<|im_start|>user\nthe theme in thin tin<|im_end|>\n";
+    let tokens = from_gguf.tokenizer.encode(text).unwrap();
+    assert_eq!(from_hf.tokenizer.encode(text).unwrap(), tokens);
+    assert!(from_hf.chat.is_some());
+    let run = |m: &Model| {
+        let mut cache = m.llama.new_cache();
+        m.llama.forward(&tokens, &mut cache).unwrap()
+    };
+    let (a, b) = (run(&from_gguf), run(&from_hf));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "logits differ by {diff}");
+
+    std::fs::write(hf_dir.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let err = hf::load(&hf_dir, Weights::Dequantized).err().unwrap();
+    assert!(err.to_string().contains("gpt2"), "{err}");
+    std::fs::remove_file(hf_dir.join("model.safetensors")).unwrap();
+    std::fs::write(
+        hf_dir.join("config.json"),
+        serde_json::to_vec(&from_gguf.llama.config().to_hf(true)).unwrap(),
+    )
+    .unwrap();
+    let err = hf::load(&hf_dir, Weights::Dequantized).err().unwrap();
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+}
