@@ -73,7 +73,7 @@ impl LlamaConfig {
 
 fn check_head_dim(hidden_size: usize, num_heads: usize) -> Result<usize, LlmError> {
     let head_dim = hidden_size / num_heads;
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(LlmError::BadModel(format!(
             "head dimension {head_dim} is odd; RoPE needs pairs"
         )));

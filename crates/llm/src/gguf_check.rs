@@ -236,7 +236,7 @@ fn walk<R: Read>(reader: &mut R, len: u64) -> Result<(), LlmError> {
         let ty = w.u32(&name)?;
         let (block, bytes) = block_layout(ty)
             .ok_or_else(|| bad(format!("tensor {name:?} has an unknown type {ty}")))?;
-        if elements % block != 0 {
+        if !elements.is_multiple_of(block) {
             return Err(bad(format!(
                 "tensor {name:?} has {elements} elements, not a whole number of {block}-element blocks of its type"
             )));

@@ -127,7 +127,7 @@ impl Llama {
     /// with q/k rows in GGUF's RoPE order); `tied` when the output projection is the embedding.
     pub(crate) fn build(
         config: LlamaConfig,
-        tensor: &mut dyn FnMut(&str, &[usize]) -> Result<QTensor, LlmError>,
+        tensor: &mut TensorSource<'_>,
         tied: bool,
         device: &Device,
         weights: Weights,
@@ -611,6 +611,9 @@ fn frozen_linear(w: &QMatMul, x: &Tensor) -> candle_core::Result<Tensor> {
         other => other.forward(x),
     }
 }
+
+/// Reads a tensor by its GGUF name, checking its shape.
+pub(crate) type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<QTensor, LlmError> + 'a;
 
 /// One sequence's part in a batched step (see [`Llama::forward_batch`]).
 pub struct Step<'a> {
