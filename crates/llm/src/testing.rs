@@ -19,6 +19,9 @@ pub struct TinyConfig {
     pub layers: usize,
     pub context: usize,
     pub seed: u64,
+    /// How the linear layers and the embedding are stored (K-quants need widths that are
+    /// multiples of 256).
+    pub weight_type: GgmlDType,
 }
 
 impl Default for TinyConfig {
@@ -31,6 +34,7 @@ impl Default for TinyConfig {
             layers: 2,
             context: 256,
             seed: 1,
+            weight_type: GgmlDType::Q8_0,
         }
     }
 }
@@ -84,33 +88,33 @@ pub fn tiny_llama_gguf(config: &TinyConfig) -> Vec<u8> {
     };
     let mut tensors: Vec<(String, QTensor)> = vec![(
         "token_embd.weight".into(),
-        weight(vocab, config.hidden, GgmlDType::Q8_0),
+        weight(vocab, config.hidden, config.weight_type),
     )];
     for i in 0..config.layers {
         let p = |n: &str| format!("blk.{i}.{n}.weight");
         tensors.push((p("attn_norm"), ones(config.hidden)));
         tensors.push((
             p("attn_q"),
-            weight(config.hidden, config.hidden, GgmlDType::Q8_0),
+            weight(config.hidden, config.hidden, config.weight_type),
         ));
-        tensors.push((p("attn_k"), weight(kv, config.hidden, GgmlDType::Q8_0)));
-        tensors.push((p("attn_v"), weight(kv, config.hidden, GgmlDType::Q8_0)));
+        tensors.push((p("attn_k"), weight(kv, config.hidden, config.weight_type)));
+        tensors.push((p("attn_v"), weight(kv, config.hidden, config.weight_type)));
         tensors.push((
             p("attn_output"),
-            weight(config.hidden, config.hidden, GgmlDType::Q8_0),
+            weight(config.hidden, config.hidden, config.weight_type),
         ));
         tensors.push((p("ffn_norm"), ones(config.hidden)));
         tensors.push((
             p("ffn_gate"),
-            weight(config.ffn, config.hidden, GgmlDType::Q8_0),
+            weight(config.ffn, config.hidden, config.weight_type),
         ));
         tensors.push((
             p("ffn_up"),
-            weight(config.ffn, config.hidden, GgmlDType::Q8_0),
+            weight(config.ffn, config.hidden, config.weight_type),
         ));
         tensors.push((
             p("ffn_down"),
-            weight(config.hidden, config.ffn, GgmlDType::Q8_0),
+            weight(config.hidden, config.ffn, config.weight_type),
         ));
     }
     tensors.push(("output_norm.weight".into(), ones(config.hidden)));

@@ -281,3 +281,57 @@ fn a_hugging_face_directory_is_the_same_model() {
     let err = hf::load(&hf_dir, Weights::Dequantized).err().unwrap();
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
+
+/// GGUF weight types load and compute: F32, F16, the 4/5/8-bit block types and the K-quants,
+/// each close to the f32 model in proportion to its bits.
+#[test]
+fn every_supported_weight_type_loads_and_computes() {
+    use candle_core::quantized::GgmlDType as T;
+    let shape = |weight_type| TinyConfig {
+        hidden: 256,
+        heads: 4,
+        kv_heads: 2,
+        ffn: 512,
+        weight_type,
+        ..TinyConfig::default()
+    };
+    let logits = |weight_type| {
+        let model = tiny_model(&shape(weight_type));
+        let tokens = model.tokenizer.encode("the theme in the thin tin").unwrap();
+        let mut cache = model.llama.new_cache();
+        model.llama.forward(&tokens, &mut cache).unwrap()
+    };
+    let reference = logits(T::F32);
+    let cosine = |a: &[f32], b: &[f32]| {
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64) * (*y as f64))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        dot / (norm(a) * norm(b))
+    };
+    for (weight_type, at_least) in [
+        (T::F16, 0.9999),
+        (T::Q8_0, 0.999),
+        (T::Q6K, 0.995),
+        (T::Q5_0, 0.98),
+        (T::Q5_1, 0.98),
+        (T::Q5K, 0.98),
+        (T::Q4_0, 0.93),
+        (T::Q4_1, 0.93),
+        (T::Q4K, 0.93),
+        (T::Q3K, 0.85),
+        // Two bits on a random model (no outlier structure to exploit) keeps only the gist.
+        (T::Q2K, 0.4),
+    ] {
+        let got = logits(weight_type);
+        assert!(got.iter().all(|x| x.is_finite()), "{weight_type:?}");
+        let similarity = cosine(&reference, &got);
+
+        assert!(
+            similarity >= at_least,
+            "{weight_type:?}: cosine {similarity} to the f32 model (want ≥ {at_least})"
+        );
+    }
+}
