@@ -6,6 +6,7 @@
 mod bench;
 mod bench_datanet;
 mod bench_model;
+mod bench_train;
 mod datanet;
 mod devnet;
 mod model;
@@ -65,6 +66,8 @@ enum Command {
     BenchDatanet(bench_datanet::DatanetBenchArgs),
     /// Measure base-model inference (prefill, decode) beside llama.cpp on the same GGUF.
     BenchModel(bench_model::ModelBenchArgs),
+    /// Measure LoRA training throughput beside PyTorch + PEFT on the same weights.
+    BenchTrain(bench_train::TrainBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchDatanet(args) => bench_datanet::run(args),
         Command::BenchModel(args) => bench_model::run(args),
+        Command::BenchTrain(args) => bench_train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
