@@ -15,10 +15,9 @@ pragma solidity ^0.8.20;
 /// Anyone may `execute` a passed proposal once `governance.timelock_blocks` have passed; all of
 /// its actions apply in one call or none does.
 interface IGovernance {
-    /// Vote choices.
-    /// 0 against, 1 for, 2 abstain, 3 veto.
-    /// Proposal states.
-    /// 0 active, 1 defeated, 2 vetoed, 3 queued (passed, timelock running), 4 executable, 5 executed.
+    // Vote choices (`support`): 0 against, 1 for, 2 abstain, 3 veto.
+    // Proposal states (`state`): 0 active, 1 defeated, 2 vetoed, 3 queued (passed, timelock
+    // running), 4 executable, 5 executed.
 
     event ProposalCreated(uint64 indexed proposalId, address indexed proposer, string description, uint64 snapshotBlock, uint64 endBlock, uint256 deposit);
     event VoteCast(uint64 indexed proposalId, address indexed voter, uint8 support, uint256 weight, bool changed);

@@ -342,9 +342,22 @@ impl<CTX: ContextTr> PrecompileProvider<CTX> for OpenLedgerPrecompiles {
             return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, ctx, inputs);
         };
         let input = inputs.input.as_bytes(ctx).to_vec();
+        // A module keeps its state under its own address, so the identity it must act for is
+        // the account that called it. Through DELEGATECALL or CALLCODE that is the delegating
+        // contract, not the contract's own caller (who would otherwise be impersonated), and no
+        // value reaches the module (DELEGATECALL's value is only apparent; CALLCODE pays the
+        // contract itself).
+        let direct = inputs.target_address == inputs.bytecode_address;
         let call = CallContext {
-            caller: inputs.caller,
-            value: inputs.call_value(),
+            caller: if direct {
+                inputs.caller
+            } else {
+                inputs.target_address
+            },
+            value: match inputs.transfer_value() {
+                Some(value) if direct => value,
+                _ => U256::ZERO,
+            },
             is_static: inputs.is_static,
             input: &input,
             block_number: ctx.block().number().saturating_to(),

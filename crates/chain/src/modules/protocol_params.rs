@@ -427,3 +427,40 @@ impl Module for ProtocolParams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_lie_in_their_ranges_and_the_default_fee_split_is_whole() {
+        let specs = registry();
+        for p in &specs {
+            assert!(p.min <= p.default && p.default <= p.max, "{}", p.name);
+            assert_eq!(specs.iter().filter(|q| q.name == p.name).count(), 1);
+        }
+        let split = FeeSplit::from_values(FEE_SPLIT_PARAMS.map(|n| spec_of(n).unwrap().default));
+        assert!(split.is_whole(), "{split:?}");
+    }
+
+    #[test]
+    fn a_split_fee_loses_nothing_and_rounding_goes_to_the_treasury() {
+        let split = FeeSplit {
+            contributors_bps: 3_333,
+            validators_bps: 3_333,
+            model_owner_bps: 3_333,
+            treasury_bps: 1,
+        };
+        let shares = split.split(U256::from(100));
+        assert_eq!(
+            (shares.contributors, shares.validators, shares.model_owner),
+            (U256::from(33), U256::from(33), U256::from(33))
+        );
+        assert_eq!(shares.treasury, U256::from(1));
+        let big = split.split(U256::MAX / U256::from(BPS));
+        assert_eq!(
+            big.contributors + big.validators + big.model_owner + big.treasury,
+            U256::MAX / U256::from(BPS)
+        );
+    }
+}

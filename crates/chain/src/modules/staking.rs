@@ -845,4 +845,60 @@ mod tests {
         assert!(!paid.success, "claimRewards is not payable");
         assert_eq!(stake_of(&c, a.address()).staked, open(10));
     }
+
+    /// Runtime code that DELEGATECALLs Staking with its own calldata and returns or reverts
+    /// with the result.
+    const DELEGATOR: [u8; 27] = [
+        0x36, 0x5f, 0x5f, 0x37, // calldatacopy(0, 0, calldatasize)
+        0x5f, 0x5f, 0x36, 0x5f, 0x61, 0x0f, 0x04, 0x5a,
+        0xf4, // delegatecall(gas, STAKING, …)
+        0x3d, 0x5f, 0x5f, 0x3e, // returndatacopy(0, 0, returndatasize)
+        0x60, 0x17, 0x57, // jumpi(ok, success)
+        0x3d, 0x5f, 0xfd, // revert(0, returndatasize)
+        0x5b, 0x3d, 0x5f, 0xf3, // ok: return(0, returndatasize)
+    ];
+
+    #[test]
+    fn a_delegating_contract_can_neither_fake_value_nor_act_for_its_caller() {
+        let (victim, attacker) = (key(0), key(1));
+        let mut c = chain();
+        let contract = Address::repeat_byte(0xc0);
+        let code = Bytes::from(DELEGATOR.to_vec());
+        let code_hash = openledger_primitives::keccak256(&code);
+        c.state.codes.insert(code_hash, code);
+        c.state.accounts.insert(
+            contract,
+            crate::state::AccountState {
+                nonce: 1,
+                balance: U256::ZERO,
+                code_hash,
+            },
+        );
+        stake(&mut c, &attacker, open(10)); // Staking holds OPEN worth stealing.
+        stake(&mut c, &victim, open(10));
+
+        // DELEGATECALL's value is only apparent: no stake is credited for it.
+        let fake = c.send_to(contract, &victim, I::stakeCall {}.abi_encode(), open(5));
+        reverted_with::<I::ZeroAmount>(&fake);
+        // The module acts for the delegating contract, never for the contract's caller.
+        let hijack = I::delegateCall {
+            to: attacker.address(),
+        };
+        let out = c.send_to(contract, &victim, hijack.abi_encode(), U256::ZERO);
+        assert!(out.success, "{:?}", out.output);
+        assert_eq!(stake_of(&c, victim.address()).delegatee, victim.address());
+        assert_eq!(stake_of(&c, contract).delegatee, attacker.address());
+        assert_eq!(power(&c, victim.address()), open(10));
+        let unstake = c.send_to(
+            contract,
+            &victim,
+            I::unstakeCall { amount: open(1) }.abi_encode(),
+            U256::ZERO,
+        );
+        assert_eq!(
+            reverted_with::<I::InsufficientStake>(&unstake).staked,
+            U256::ZERO
+        );
+        assert_eq!(c.balance(STAKING), open(20));
+    }
 }
