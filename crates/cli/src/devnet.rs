@@ -283,3 +283,36 @@ pub fn run(args: UpArgs) -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[cfg(test)]
+mod param_tests {
+    use super::*;
+
+    #[test]
+    fn genesis_params_are_checked_against_the_registry() {
+        let (name, value) = parse_genesis_param("governance.voting_period_blocks=10").unwrap();
+        assert_eq!(
+            (name.as_str(), value),
+            ("governance.voting_period_blocks", U256::from(10))
+        );
+        let zero = parse_genesis_param("governance.voting_period_blocks=0").unwrap_err();
+        assert!(zero.contains("between 10 and"), "{zero}");
+        let unknown = parse_genesis_param("no.such=1").unwrap_err();
+        assert!(unknown.contains("known: block.gas_limit"), "{unknown}");
+        assert!(parse_genesis_param("staking.slash_bps").is_err());
+    }
+
+    #[test]
+    fn a_genesis_fee_split_must_stay_whole() {
+        assert!(check_genesis_params(&[]).is_ok());
+        let moved = |c: u64, t: u64| {
+            vec![
+                ("settlement.contributors_bps".to_string(), U256::from(c)),
+                ("settlement.treasury_bps".to_string(), U256::from(t)),
+            ]
+        };
+        assert!(check_genesis_params(&moved(7_400, 100)).is_ok());
+        let err = check_genesis_params(&moved(7_400, 500)).unwrap_err();
+        assert!(err.to_string().contains("sums to 10400 bps"), "{err}");
+    }
+}
