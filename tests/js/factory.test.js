@@ -89,7 +89,7 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const gguf = path.join(work, 'tiny.gguf');
     await must(['model', 'write-test-model', gguf]);
     await must(['model', 'pull', '--gguf', gguf, '--name', 'tiny', '--models', models]);
-    node = await startNode({ extraArgs: ['--models', models] });
+    node = await startNode({ args: ['--models', models] });
     await waitFor('the data API', async () => {
       try { return (await fetch(`${node.apiUrl}/v1/jobs`)).ok; } catch { return false; }
     }, 20_000);

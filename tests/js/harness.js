@@ -274,8 +274,8 @@ class NodeHandle {
 
 /**
  * Starts a node and waits until it serves eth_chainId.
- * @param {{backend?: 'anvil'|'openledger', label?: string, extraArgs?: string[]}} [opts]
- *   extraArgs: appended to `openledger up` (openledger only), e.g. ['--models', dir].
+ * @param {{backend?: 'anvil'|'openledger', label?: string, args?: string[]}} [opts]
+ *   args: extra `openledger up` arguments (e.g. `--param NAME=VALUE`); OpenLedger only.
  * @returns {Promise<NodeHandle>} { rpcUrl, wsUrl, accounts, stop(), restart(), logs() }
  */
 export async function startNode(opts = {}) {
@@ -319,7 +319,7 @@ export async function startNode(opts = {}) {
       bin,
       label: opts.label,
       args: ['up', '--datadir', datadir, '--port', String(port), '--chain-id', String(CHAIN_ID),
-        '--api-port', String(apiPort), '--model', 'none', ...(opts.extraArgs || [])],
+        '--api-port', String(apiPort), '--model', 'none', ...(opts.args || [])],
     });
     // The data service API (datanet uploads, snapshots, exports).
     handle.apiUrl = `http://127.0.0.1:${apiPort}`;

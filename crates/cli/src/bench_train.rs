@@ -94,7 +94,10 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     openledger_llm::hf::export(&path, dir.path())?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/peft_train_bench.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../bench/peft_train_bench.py"
+    );
     let request = serde_json::json!({
         "model_dir": dir.path(),
         "seq_len": args.seq_len,
@@ -114,8 +117,8 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let answer: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .context("the PEFT benchmark printed no JSON")?;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the PEFT benchmark printed no JSON")?;
     let theirs = answer["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
     println!(
         "| PyTorch {} + PEFT {} | {theirs:.1} | {:.0} |",

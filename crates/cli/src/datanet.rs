@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use alloy_sol_types::{SolCall, SolEvent, SolInterface};
+use alloy_sol_types::{SolCall, SolInterface};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,8 +23,8 @@ use openledger_dataservice::auth;
 use openledger_dataservice::ingest::{Format, files_under};
 use openledger_dataservice::service::{ContributionRecord, Description, Report, SnapshotDraft};
 use openledger_primitives::addresses::{DATANETS, PROTOCOL_PARAMS};
-use openledger_primitives::{Address, B256, Bytes, U256};
-use openledger_wallet::{RpcClient, RpcError, TransferError, send_call};
+use openledger_primitives::{Address, B256, U256};
+use openledger_wallet::{RpcClient, RpcError};
 use serde_json::{Value, json};
 
 use crate::wallet::KeystoreArgs;
@@ -306,20 +306,7 @@ fn transact(
     input: Vec<u8>,
     value: U256,
 ) -> Result<Value> {
-    match send_call(client, signer, DATANETS, value, Bytes::from(input)) {
-        Ok(receipt) => {
-            if receipt["status"].as_str() != Some("0x1") {
-                bail!(
-                    "transaction {} failed on chain (block {})",
-                    receipt["transactionHash"].as_str().unwrap_or("?"),
-                    receipt["blockNumber"].as_str().unwrap_or("?")
-                );
-            }
-            Ok(receipt)
-        }
-        Err(TransferError::Rpc(e)) => Err(explain_revert(e)),
-        Err(e) => Err(e.into()),
-    }
+    crate::chaintx::transact(client, signer, DATANETS, input, value, explain_revert)
 }
 
 fn explain_revert(e: RpcError) -> anyhow::Error {
@@ -359,34 +346,10 @@ fn describe(error: &IDatanets::IDatanetsErrors) -> String {
     }
 }
 
-/// The first log of event `E` in a receipt, decoded.
-pub(crate) fn event<E: SolEvent>(receipt: &Value) -> Result<E> {
-    let logs = receipt["logs"].as_array().cloned().unwrap_or_default();
-    for log in logs {
-        let topics: Vec<B256> = log["topics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str()?.parse().ok())
-            .collect();
-        if topics.first() != Some(&E::SIGNATURE_HASH) {
-            continue;
-        }
-        let data = alloy_primitives::hex::decode(log["data"].as_str().unwrap_or("0x"))?;
-        return E::decode_raw_log(topics, &data).context("cannot decode the event");
-    }
-    bail!("the receipt has no {} event", E::SIGNATURE)
-}
+use crate::chaintx::event;
 
 pub(crate) fn view<C: SolCall>(client: &RpcClient, to: Address, call: C) -> Result<C::Return> {
-    let out: String = client
-        .call(
-            "eth_call",
-            json!([{ "to": to, "data": format!("0x{}", alloy_primitives::hex::encode(call.abi_encode())) }, "latest"]),
-        )
-        .map_err(explain_revert)?;
-    let bytes = alloy_primitives::hex::decode(&out)?;
-    C::abi_decode_returns(&bytes).context("cannot decode the precompile's answer")
+    crate::chaintx::view(client, to, call, explain_revert)
 }
 
 fn print_report(report: &Report) {

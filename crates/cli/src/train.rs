@@ -17,12 +17,13 @@ use openledger_dataservice::auth;
 use openledger_factory::api::signed_target;
 use openledger_factory::{DataOptions, JobRecord, JobSpec, LossOn};
 use openledger_llm::train::{Schedule, TrainConfig};
+use openledger_primitives::U256;
 use openledger_primitives::addresses::MODELS;
-use openledger_primitives::{Bytes, U256};
-use openledger_wallet::{RpcClient, TransferError, send_call};
+use openledger_wallet::RpcClient;
 use serde_json::Value;
 
-use crate::datanet::{Api, Endpoints, event, now, require_signer, view};
+use crate::chaintx::event;
+use crate::datanet::{Api, Endpoints, now, require_signer, view};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -509,22 +510,16 @@ fn base_model_registered(client: &RpcClient, hash: openledger_primitives::B256) 
 }
 
 fn send_models(client: &RpcClient, signer: &PrivateKeySigner, input: Vec<u8>) -> Result<Value> {
-    match send_call(client, signer, MODELS, U256::ZERO, Bytes::from(input)) {
-        Ok(receipt) if receipt["status"].as_str() == Some("0x1") => Ok(receipt),
-        Ok(receipt) => bail!(
-            "transaction {} failed on chain",
-            receipt["transactionHash"].as_str().unwrap_or("?")
-        ),
-        Err(TransferError::Rpc(e)) => {
-            let decoded = e
-                .revert_data()
-                .and_then(|data| IModels::IModelsErrors::abi_decode(&data).ok());
-            match decoded {
-                Some(error) => bail!("the Models precompile refused: {}", describe(&error)),
-                None => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
+    crate::chaintx::transact(client, signer, MODELS, input, U256::ZERO, explain_models)
+}
+
+fn explain_models(e: openledger_wallet::RpcError) -> anyhow::Error {
+    match e
+        .revert_data()
+        .and_then(|data| IModels::IModelsErrors::abi_decode(&data).ok())
+    {
+        Some(error) => anyhow::anyhow!("the Models precompile refused: {}", describe(&error)),
+        None => e.into(),
     }
 }
 

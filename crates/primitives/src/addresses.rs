@@ -14,8 +14,8 @@ pub const TREASURY: Address = address!("0x0000000000000000000000000000000000000f
 /// `ProtocolParams`: the protocol's tunable parameters, read by the chain and by services.
 pub const PROTOCOL_PARAMS: Address = address!("0x0000000000000000000000000000000000000f01");
 
-/// The account allowed to change protocol parameters. Governance (a later module) will live
-/// here; until it exists nobody can call `ProtocolParams.set`.
+/// `Governance`: proposals voted by staked OPEN; the only account allowed to change protocol
+/// parameters, spend the treasury and slash stake.
 pub const GOVERNANCE: Address = address!("0x0000000000000000000000000000000000000f06");
 
 /// `Datanets`: community datasets — creation, contributions, curation, snapshots, access.
@@ -23,3 +23,7 @@ pub const DATANETS: Address = address!("0x0000000000000000000000000000000000000f
 
 /// The `Models` module: base models and published fine-tunes (`IModels.sol`).
 pub const MODELS: Address = address!("0x0000000000000000000000000000000000000f03");
+
+/// `Staking`: staked OPEN, unbonding, delegation, rewards and voting-power checkpoints
+/// (`IStaking.sol`).
+pub const STAKING: Address = address!("0x0000000000000000000000000000000000000f04");

@@ -7,13 +7,16 @@
 //! precompiles; adding a module is one entry in [`modules`].
 
 pub mod datanets;
+pub mod governance;
 pub mod models;
 pub mod protocol_params;
+pub mod staking;
 pub mod storage;
 #[cfg(test)]
 mod test_chain;
 
 use alloy_sol_types::SolError;
+use openledger_primitives::addresses::{GOVERNANCE, TREASURY};
 use openledger_primitives::{Address, B256, Bytes, U256};
 use revm::context::Cfg;
 use revm::context_interface::{Block, ContextTr, JournalTr};
@@ -23,8 +26,10 @@ use revm::primitives::{AddressSet, Log, hardfork::SpecId};
 use std::sync::Arc;
 
 pub use datanets::Datanets;
+pub use governance::Governance;
 pub use models::Models;
 pub use protocol_params::ProtocolParams;
+pub use staking::Staking;
 
 /// Gas every module call pays before doing anything (like a contract call's overhead).
 pub const CALL_BASE_GAS: u64 = 700;
@@ -84,6 +89,14 @@ pub trait ModuleHost {
     fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError>;
     fn log(&mut self, topics: Vec<B256>, data: Bytes) -> Result<(), ModuleError>;
     fn charge(&mut self, gas: u64) -> Result<(), ModuleError>;
+    /// The OPEN balance of an account.
+    fn balance(&mut self, address: Address) -> Result<U256, ModuleError>;
+    /// Moves OPEN out of the treasury. Only the governance module holds this right; any other
+    /// module calling it reverts.
+    fn spend_treasury(&mut self, to: Address, amount: U256) -> Result<(), ModuleError>;
+    /// Calls another module as this module (its `caller` is this module's address, no value),
+    /// on the same gas. A failing inner call undoes its own writes before the error returns.
+    fn call_module(&mut self, to: Address, input: &[u8]) -> Result<Bytes, ModuleError>;
 }
 
 /// A protocol module at a fixed address.
@@ -100,6 +113,8 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
         Arc::new(ProtocolParams),
         Arc::new(Datanets),
         Arc::new(Models),
+        Arc::new(Staking),
+        Arc::new(Governance),
     ]
 }
 
@@ -139,6 +154,33 @@ struct JournalHost<'a, CTX> {
     address: Address,
     gas: Gas,
     is_static: bool,
+    modules: &'a [Arc<dyn Module>],
+    block_number: u64,
+    block_timestamp: u64,
+}
+
+impl<CTX: ContextTr> JournalHost<'_, CTX> {
+    fn move_open(&mut self, from: Address, to: Address, amount: U256) -> Result<(), ModuleError> {
+        if self.is_static {
+            return Err(ModuleError::reason("value transfer in a static call"));
+        }
+        self.charge(TRANSFER_GAS)?;
+        for account in [from, to] {
+            self.ctx
+                .journal_mut()
+                .load_account(account)
+                .map_err(|e| ModuleError::Fatal(e.to_string()))?;
+        }
+        match self
+            .ctx
+            .journal_mut()
+            .transfer(from, to, amount)
+            .map_err(|e| ModuleError::Fatal(e.to_string()))?
+        {
+            None => Ok(()),
+            Some(e) => Err(ModuleError::reason(format!("transfer failed: {e:?}"))),
+        }
+    }
 }
 
 impl<CTX: ContextTr> ModuleHost for JournalHost<'_, CTX> {
@@ -175,23 +217,67 @@ impl<CTX: ContextTr> ModuleHost for JournalHost<'_, CTX> {
     }
 
     fn transfer(&mut self, to: Address, amount: U256) -> Result<(), ModuleError> {
-        if self.is_static {
-            return Err(ModuleError::reason("value transfer in a static call"));
+        self.move_open(self.address, to, amount)
+    }
+
+    fn balance(&mut self, address: Address) -> Result<U256, ModuleError> {
+        let load = self
+            .ctx
+            .journal_mut()
+            .load_account(address)
+            .map_err(|e| ModuleError::Fatal(e.to_string()))?;
+        let (balance, cold) = (load.data.info.balance, load.is_cold);
+        self.charge(if cold { COLD_SLOAD_GAS } else { WARM_READ_GAS })?;
+        Ok(balance)
+    }
+
+    fn spend_treasury(&mut self, to: Address, amount: U256) -> Result<(), ModuleError> {
+        if self.address != GOVERNANCE {
+            return Err(ModuleError::reason(
+                "only the governance module may spend the treasury",
+            ));
         }
-        self.charge(TRANSFER_GAS)?;
+        self.move_open(TREASURY, to, amount)
+    }
+
+    fn call_module(&mut self, to: Address, input: &[u8]) -> Result<Bytes, ModuleError> {
+        let modules = self.modules;
+        let module = modules
+            .iter()
+            .find(|m| m.address() == to)
+            .ok_or_else(|| ModuleError::reason(format!("no module at {to}")))?;
+        self.charge(CALL_BASE_GAS)?;
         self.ctx
             .journal_mut()
             .load_account(to)
             .map_err(|e| ModuleError::Fatal(e.to_string()))?;
-        match self
-            .ctx
-            .journal_mut()
-            .transfer(self.address, to, amount)
-            .map_err(|e| ModuleError::Fatal(e.to_string()))?
-        {
-            None => Ok(()),
-            Some(e) => Err(ModuleError::reason(format!("transfer failed: {e:?}"))),
+        let checkpoint = self.ctx.journal_mut().checkpoint();
+        let call = CallContext {
+            caller: self.address,
+            value: U256::ZERO,
+            is_static: self.is_static,
+            input,
+            block_number: self.block_number,
+            block_timestamp: self.block_timestamp,
+        };
+        let mut inner = JournalHost {
+            ctx: &mut *self.ctx,
+            address: to,
+            gas: Gas::new(self.gas.remaining()),
+            is_static: self.is_static,
+            modules,
+            block_number: self.block_number,
+            block_timestamp: self.block_timestamp,
+        };
+        let outcome = module.call(&call, &mut inner);
+        let spent = inner.gas.limit() - inner.gas.remaining();
+        if outcome.is_ok() {
+            self.ctx.journal_mut().checkpoint_commit();
+        } else {
+            self.ctx.journal_mut().checkpoint_revert(checkpoint);
         }
+        self.charge(spent)?;
+        outcome
     }
 
     fn sstore(&mut self, slot: U256, value: U256) -> Result<(), ModuleError> {
@@ -256,9 +342,22 @@ impl<CTX: ContextTr> PrecompileProvider<CTX> for OpenLedgerPrecompiles {
             return <EthPrecompiles as PrecompileProvider<CTX>>::run(&mut self.eth, ctx, inputs);
         };
         let input = inputs.input.as_bytes(ctx).to_vec();
+        // A module keeps its state under its own address, so the identity it must act for is
+        // the account that called it. Through DELEGATECALL or CALLCODE that is the delegating
+        // contract, not the contract's own caller (who would otherwise be impersonated), and no
+        // value reaches the module (DELEGATECALL's value is only apparent; CALLCODE pays the
+        // contract itself).
+        let direct = inputs.target_address == inputs.bytecode_address;
         let call = CallContext {
-            caller: inputs.caller,
-            value: inputs.call_value(),
+            caller: if direct {
+                inputs.caller
+            } else {
+                inputs.target_address
+            },
+            value: match inputs.transfer_value() {
+                Some(value) if direct => value,
+                _ => U256::ZERO,
+            },
             is_static: inputs.is_static,
             input: &input,
             block_number: ctx.block().number().saturating_to(),
@@ -275,6 +374,9 @@ impl<CTX: ContextTr> PrecompileProvider<CTX> for OpenLedgerPrecompiles {
             address,
             gas: Gas::new(inputs.gas_limit),
             is_static: inputs.is_static,
+            modules: &self.modules,
+            block_number: call.block_number,
+            block_timestamp: call.block_timestamp,
         };
         let outcome = host
             .charge(CALL_BASE_GAS)

@@ -43,9 +43,52 @@ const fn p(name: &'static str, default: u64, min: u64, max: u64, doc: &'static s
 pub const BLOCK_GAS_LIMIT: &str = "block.gas_limit";
 pub const BASE_FEE_MAX_CHANGE_DENOMINATOR: &str = "base_fee.max_change_denominator";
 pub const BASE_FEE_ELASTICITY: &str = "base_fee.elasticity_multiplier";
+pub const SETTLEMENT_CONTRIBUTORS_BPS: &str = "settlement.contributors_bps";
+pub const SETTLEMENT_VALIDATORS_BPS: &str = "settlement.validators_bps";
+pub const SETTLEMENT_MODEL_OWNER_BPS: &str = "settlement.model_owner_bps";
+pub const SETTLEMENT_TREASURY_BPS: &str = "settlement.treasury_bps";
+pub const STAKING_UNBONDING_BLOCKS: &str = "staking.unbonding_blocks";
+pub const STAKING_SLASH_BPS: &str = "staking.slash_bps";
+pub const GOVERNANCE_VOTING_PERIOD_BLOCKS: &str = "governance.voting_period_blocks";
+pub const GOVERNANCE_QUORUM_BPS: &str = "governance.quorum_bps";
+pub const GOVERNANCE_THRESHOLD_BPS: &str = "governance.threshold_bps";
+pub const GOVERNANCE_VETO_THRESHOLD_BPS: &str = "governance.veto_threshold_bps";
+pub const GOVERNANCE_TIMELOCK_BLOCKS: &str = "governance.timelock_blocks";
+pub const GOVERNANCE_DEPOSIT: &str = "governance.proposal_deposit";
 
-/// Every parameter the protocol defines. Later modules (datanets, settlement, staking,
-/// governance) read theirs from here; adding one is a line in this table.
+/// Basis points in a whole (100%).
+pub const BPS: u64 = 10_000;
+
+/// The settlement fee split's parameters, in [`FeeSplit`] order.
+pub const FEE_SPLIT_PARAMS: [&str; 4] = [
+    SETTLEMENT_CONTRIBUTORS_BPS,
+    SETTLEMENT_VALIDATORS_BPS,
+    SETTLEMENT_MODEL_OWNER_BPS,
+    SETTLEMENT_TREASURY_BPS,
+];
+
+/// Every parameter the protocol defines. Modules (datanets, staking, governance, later
+/// settlement) read theirs from here; adding one is a line in this table.
+///
+/// | parameter | default | range |
+/// |---|---|---|
+/// | `block.gas_limit` | 30,000,000 | 1,000,000 – 1,000,000,000 |
+/// | `base_fee.max_change_denominator` | 8 | 1 – 1,000 |
+/// | `base_fee.elasticity_multiplier` | 2 | 1 – 100 |
+/// | `datanet.creation_fee` | 10 OPEN | 0 – 1,000,000 OPEN |
+/// | `datanet.default_review_quorum` | 1 | 1 – 100 |
+/// | `settlement.contributors_bps` | 7,000 | 0 – 10,000 (the four shares sum to 10,000) |
+/// | `settlement.validators_bps` | 1,000 | 0 – 10,000 |
+/// | `settlement.model_owner_bps` | 1,500 | 0 – 10,000 |
+/// | `settlement.treasury_bps` | 500 | 0 – 10,000 |
+/// | `staking.unbonding_blocks` | 50,400 | 1 – 10,000,000 |
+/// | `staking.slash_bps` | 500 | 0 – 10,000 |
+/// | `governance.voting_period_blocks` | 20,160 | 10 – 10,000,000 |
+/// | `governance.quorum_bps` | 3,340 | 1 – 10,000 |
+/// | `governance.threshold_bps` | 5,000 | 1 – 9,999 |
+/// | `governance.veto_threshold_bps` | 3,340 | 1 – 10,000 |
+/// | `governance.timelock_blocks` | 100 | 0 – 1,000,000 |
+/// | `governance.proposal_deposit` | 100 OPEN | 0 – 10,000,000 OPEN |
 pub fn registry() -> Vec<ParamSpec> {
     vec![
         p(
@@ -84,68 +127,89 @@ pub fn registry() -> Vec<ParamSpec> {
             "curator approvals needed to accept a contribution",
         ),
         p(
-            "settlement.contributors_bps",
+            SETTLEMENT_CONTRIBUTORS_BPS,
             7_000,
             0,
-            10_000,
-            "share of an inference fee paid to attributed contributors",
+            BPS,
+            "settlement: share of an inference fee paid to attributed contributors",
         ),
         p(
-            "settlement.validators_bps",
+            SETTLEMENT_VALIDATORS_BPS,
             1_000,
             0,
-            10_000,
-            "share paid to curators of the attributed rows",
+            BPS,
+            "settlement: share paid to curators/validators of the attributed rows",
         ),
         p(
-            "settlement.model_owner_bps",
+            SETTLEMENT_MODEL_OWNER_BPS,
             1_500,
             0,
-            10_000,
-            "share paid to the model owner",
+            BPS,
+            "settlement: share paid to the model owner",
         ),
         p(
-            "settlement.treasury_bps",
+            SETTLEMENT_TREASURY_BPS,
             500,
             0,
-            10_000,
-            "share paid to the treasury",
+            BPS,
+            "settlement: share paid to the treasury (the four shares sum to 10000)",
         ),
         p(
-            "staking.unbonding_blocks",
+            STAKING_UNBONDING_BLOCKS,
             50_400,
             1,
             10_000_000,
             "blocks between unstake and withdrawal",
         ),
         p(
-            "governance.voting_period_blocks",
+            STAKING_SLASH_BPS,
+            500,
+            0,
+            BPS,
+            "share of an account's stake (bonded and unbonding) a governance slash takes",
+        ),
+        p(
+            GOVERNANCE_VOTING_PERIOD_BLOCKS,
             20_160,
             10,
             10_000_000,
             "blocks a proposal is open for votes",
         ),
         p(
-            "governance.quorum_bps",
+            GOVERNANCE_QUORUM_BPS,
             3_340,
             1,
-            10_000,
-            "share of staked OPEN that must vote",
+            BPS,
+            "share of the staked OPEN at the snapshot that must vote",
         ),
         p(
-            "governance.threshold_bps",
+            GOVERNANCE_THRESHOLD_BPS,
             5_000,
             1,
-            10_000,
-            "share of non-abstain votes needed to pass",
+            BPS - 1,
+            "for-votes must exceed this share of for + against + veto votes",
         ),
         p(
-            "governance.timelock_blocks",
+            GOVERNANCE_VETO_THRESHOLD_BPS,
+            3_340,
+            1,
+            BPS,
+            "veto votes above this share of all votes reject a proposal and forfeit its deposit",
+        ),
+        p(
+            GOVERNANCE_TIMELOCK_BLOCKS,
             100,
             0,
             1_000_000,
-            "blocks between passing and execution",
+            "blocks between the end of voting and execution",
         ),
+        ParamSpec {
+            name: GOVERNANCE_DEPOSIT,
+            default: ONE_OPEN * U256::from(100),
+            min: U256::ZERO,
+            max: ONE_OPEN * U256::from(10_000_000),
+            doc: "OPEN a proposer deposits; refunded unless the proposal is vetoed",
+        },
     ]
 }
 
@@ -170,6 +234,87 @@ pub fn read(view: &impl StateView, name: &str) -> Result<U256, StateError> {
 /// Reads a parameter that the chain uses as a `u64` (gas, counts), saturating.
 pub fn read_u64(view: &impl StateView, name: &str) -> Result<u64, StateError> {
     Ok(read(view, name)?.saturating_to())
+}
+
+/// The settlement fee split: how an inference fee is shared, in basis points of the fee.
+/// Governance keeps the four shares summing to [`BPS`]; settlement reads them with
+/// [`FeeSplit::read`] (from a state) or [`FeeSplit::read_from`] (inside a module call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeSplit {
+    pub contributors_bps: u64,
+    /// Curators and validators of the attributed rows.
+    pub validators_bps: u64,
+    pub model_owner_bps: u64,
+    pub treasury_bps: u64,
+}
+
+/// A fee divided by a [`FeeSplit`]; the parts always add up to the fee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeShares {
+    pub contributors: U256,
+    pub validators: U256,
+    pub model_owner: U256,
+    pub treasury: U256,
+}
+
+impl FeeSplit {
+    /// From values in [`FEE_SPLIT_PARAMS`] order.
+    pub fn from_values(values: [U256; 4]) -> Self {
+        let [c, v, m, t] = values.map(|x| x.saturating_to::<u64>());
+        Self {
+            contributors_bps: c,
+            validators_bps: v,
+            model_owner_bps: m,
+            treasury_bps: t,
+        }
+    }
+
+    /// The split in force in a state (e.g. the head, for the next block).
+    pub fn read(view: &impl StateView) -> Result<Self, StateError> {
+        let mut values = [U256::ZERO; 4];
+        for (value, name) in values.iter_mut().zip(FEE_SPLIT_PARAMS) {
+            *value = read(view, name)?;
+        }
+        Ok(Self::from_values(values))
+    }
+
+    /// The split in force, read from inside a module call.
+    pub fn read_from(host: &mut dyn ModuleHost) -> Result<Self, ModuleError> {
+        let mut values = [U256::ZERO; 4];
+        for (value, name) in values.iter_mut().zip(FEE_SPLIT_PARAMS) {
+            *value = ProtocolParams::read_from(host, name)?;
+        }
+        Ok(Self::from_values(values))
+    }
+
+    pub fn total_bps(&self) -> u64 {
+        self.contributors_bps + self.validators_bps + self.model_owner_bps + self.treasury_bps
+    }
+
+    /// Whether the shares add up to the whole fee.
+    pub fn is_whole(&self) -> bool {
+        self.total_bps() == BPS
+    }
+
+    /// Divides `fee` by the split, rounding each share down; the rounding dust goes to the
+    /// treasury so that nothing is created or lost.
+    pub fn split(&self, fee: U256) -> FeeShares {
+        let part = |bps: u64| fee * U256::from(bps) / U256::from(BPS);
+        let contributors = part(self.contributors_bps);
+        let validators = part(self.validators_bps);
+        let model_owner = part(self.model_owner_bps);
+        FeeShares {
+            contributors,
+            validators,
+            model_owner,
+            treasury: fee.saturating_sub(contributors + validators + model_owner),
+        }
+    }
+}
+
+/// The registry entry of a parameter, if the protocol defines it.
+pub fn spec_of(name: &str) -> Option<ParamSpec> {
+    registry().into_iter().find(|p| p.name == name)
 }
 
 /// The module itself.
@@ -280,5 +425,42 @@ impl Module for ProtocolParams {
             }
             _ => Err(unknown_selector(self.name())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_lie_in_their_ranges_and_the_default_fee_split_is_whole() {
+        let specs = registry();
+        for p in &specs {
+            assert!(p.min <= p.default && p.default <= p.max, "{}", p.name);
+            assert_eq!(specs.iter().filter(|q| q.name == p.name).count(), 1);
+        }
+        let split = FeeSplit::from_values(FEE_SPLIT_PARAMS.map(|n| spec_of(n).unwrap().default));
+        assert!(split.is_whole(), "{split:?}");
+    }
+
+    #[test]
+    fn a_split_fee_loses_nothing_and_rounding_goes_to_the_treasury() {
+        let split = FeeSplit {
+            contributors_bps: 3_333,
+            validators_bps: 3_333,
+            model_owner_bps: 3_333,
+            treasury_bps: 1,
+        };
+        let shares = split.split(U256::from(100));
+        assert_eq!(
+            (shares.contributors, shares.validators, shares.model_owner),
+            (U256::from(33), U256::from(33), U256::from(33))
+        );
+        assert_eq!(shares.treasury, U256::from(1));
+        let big = split.split(U256::MAX / U256::from(BPS));
+        assert_eq!(
+            big.contributors + big.validators + big.model_owner + big.treasury,
+            U256::MAX / U256::from(BPS)
+        );
     }
 }

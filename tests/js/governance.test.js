@@ -1,0 +1,140 @@
+// Staking and Governance precompiles through `cast` and the `openledger` CLI: several accounts
+// stake, one proposes a new settlement fee split, votes pass it, the timelock elapses (blocks
+// advance), anyone executes it, and the new split is read back from ProtocolParams.
+// OpenLedger only.
+
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { castAgainst } from './lib.js';
+import { foundryBin, openledgerBin, startNode, IS_ANVIL } from './harness.js';
+
+const execFileP = promisify(execFile);
+const CAST = foundryBin('cast');
+const PARAMS = '0x0000000000000000000000000000000000000f01';
+const STAKING = '0x0000000000000000000000000000000000000f04';
+const GOVERNANCE = '0x0000000000000000000000000000000000000f06';
+const VOTING_PERIOD = 10;
+const TIMELOCK = 2;
+const PROPOSE = 'propose(string,string[],uint256[],address[],uint256[],address[])';
+const SPLIT_NAMES = '["settlement.contributors_bps","settlement.validators_bps","settlement.model_owner_bps","settlement.treasury_bps"]';
+const GET_PROPOSAL = 'getProposal(uint64)(address,string,uint8,uint64,uint64,uint64,uint256,uint256,uint256,uint256,uint256,uint256)';
+
+describe('Staking and Governance via cast and the CLI', { skip: IS_ANVIL && 'OpenLedger modules only' }, () => {
+  let node;
+  const cast = (...args) => castAgainst(node, CAST)(...args);
+  const castFails = async (...args) => {
+    try {
+      await cast(...args);
+    } catch (e) {
+      return `${e.stdout}\n${e.stderr}`;
+    }
+    assert.fail(`expected cast ${args.join(' ')} to fail`);
+  };
+  const ol = async (...args) => {
+    const { stdout } = await execFileP(openledgerBin(), [...args, '--rpc', node.rpcUrl], { timeout: 60_000 });
+    return stdout;
+  };
+  const olFails = async (...args) => {
+    try {
+      await ol(...args);
+    } catch (e) {
+      return `${e.stdout}\n${e.stderr}`;
+    }
+    assert.fail(`expected openledger ${args.join(' ')} to fail`);
+  };
+  const blockNumber = async () => Number(await cast('block-number'));
+  /** Mines blocks with zero-value self-transfers until the head reaches `target`. */
+  const mineUntil = async (target, account) => {
+    while ((await blockNumber()) < target) {
+      await cast('send', '--private-key', account.privateKey, account.address, '--value', '0');
+    }
+  };
+
+  before(async () => {
+    node = await startNode({
+      args: [
+        '--param', `governance.voting_period_blocks=${VOTING_PERIOD}`,
+        '--param', `governance.timelock_blocks=${TIMELOCK}`,
+        '--param', 'governance.proposal_deposit=1000000000000000000',
+      ],
+    });
+  });
+  after(async () => { await node?.stop(); });
+
+  test('stake, propose a new fee split, vote, wait out the timelock, execute', async () => {
+    const [a, b, c, d] = node.accounts;
+    // Three accounts stake with cast, a fourth with the CLI.
+    await cast('send', '--private-key', a.privateKey, '--value', '100ether', STAKING, 'stake()');
+    await cast('send', '--private-key', b.privateKey, '--value', '200ether', STAKING, 'stake()');
+    await cast('send', '--private-key', c.privateKey, '--value', '300ether', STAKING, 'stake()');
+    const staked = await ol('stake', 'add', '50', '--private-key', d.privateKey);
+    assert.match(staked, /staked 50(\.0)? OPEN/);
+    assert.equal(await cast('call', STAKING, 'votingPower(address)(uint256)', b.address), '200000000000000000000 [2e20]');
+    assert.match(await ol('stake', 'show', d.address), /staked\s+50(\.0)? OPEN/);
+    // Unstaking more than staked is refused, readably, before anything is sent.
+    assert.match(await olFails('stake', 'unstake', '51', '--private-key', d.privateKey), /cannot unstake 51(\.0)? OPEN/);
+    assert.match(await ol('stake', 'unstake', '10', '--private-key', d.privateKey), /unbonding 10(\.0)? OPEN/);
+
+    // A split that does not sum to 10000 bps, or a zero voting period, never becomes a proposal.
+    let out = await castFails('send', '--private-key', a.privateKey, '--value', '1ether', GOVERNANCE, PROPOSE,
+      'bad split', SPLIT_NAMES, '[6500,2000,1500,500]', '[]', '[]', '[]');
+    assert.match(out, /FeeSplitNotWhole|execution reverted/);
+    out = await olFails('gov', 'propose', '--description', 'bad split', '--private-key', a.privateKey,
+      '--param', 'settlement.contributors_bps=6500', '--param', 'settlement.validators_bps=2000');
+    assert.match(out, /sum to 10500 bps; it must sum to 10000/);
+    out = await olFails('gov', 'propose', '--description', 'no time to vote', '--private-key', a.privateKey,
+      '--param', 'governance.voting_period_blocks=0');
+    assert.match(out, /governance\.voting_period_blocks = 0 is out of range \(10 to 10000000\)/);
+    assert.equal(await cast('call', GOVERNANCE, 'proposalCount()(uint64)'), '0');
+
+    // The proposal: 60% contributors, 20% curators/validators, 15% model owner, 5% treasury.
+    await cast('send', '--private-key', a.privateKey, '--value', '1ether', GOVERNANCE, PROPOSE,
+      'settlement: more for curators', SPLIT_NAMES, '[6000,2000,1500,500]', '[]', '[]', '[]');
+    assert.equal(await cast('call', GOVERNANCE, 'proposalCount()(uint64)'), '1');
+    // Staking more after the snapshot adds no weight.
+    await cast('send', '--private-key', b.privateKey, '--value', '1000ether', STAKING, 'stake()');
+
+    await cast('send', '--private-key', a.privateKey, GOVERNANCE, 'vote(uint64,uint8)', '1', '0');
+    await cast('send', '--private-key', b.privateKey, GOVERNANCE, 'vote(uint64,uint8)', '1', '1');
+    assert.match(await ol('gov', 'vote', '1', 'for', '--private-key', c.privateKey), /voted for on proposal 1 with 300(\.0)? OPEN/);
+    // a changes its mind; voting the same way twice is refused.
+    assert.match(await ol('gov', 'vote', '1', 'for', '--private-key', a.privateKey), /changed vote to for/);
+    assert.match(await olFails('gov', 'vote', '1', 'for', '--private-key', a.privateKey), /already voted for on proposal 1/);
+    // Live tally: 100 + 200 + 300 for; b's later 1000 OPEN does not count.
+    const shown = await ol('gov', 'show', '1', '--voter', b.address);
+    assert.match(shown, /state\s+active/);
+    assert.match(shown, /for\s+600(\.0)?\n/);
+    assert.match(shown, /set\s+settlement\.contributors_bps = 6000/);
+    assert.match(shown, /voted for with 200(\.0)? OPEN/);
+    const tally = await cast('call', GOVERNANCE, GET_PROPOSAL, '1');
+    assert.ok(tally.includes('600000000000000000000 [6e20]'), tally);
+
+    // Too early: the CLI decodes why.
+    assert.match(await olFails('gov', 'execute', '1', '--private-key', d.privateKey), /proposal 1 is active/);
+    const fields = tally.split('\n');
+    const endBlock = Number(fields[4]);
+    const executableBlock = Number(fields[5]);
+    assert.equal(executableBlock, endBlock + TIMELOCK + 1);
+    await mineUntil(endBlock + 1, d);
+    assert.match(await olFails('gov', 'vote', '1', 'against', '--private-key', b.privateKey), /voting on proposal 1 ended/);
+    assert.match(await ol('gov', 'list'), /1\s+queued/);
+    await mineUntil(executableBlock - 1, d); // the next block is the first that may execute
+    assert.equal(await cast('call', PARAMS, 'get(string)(uint256)', 'settlement.contributors_bps'), '7000');
+
+    await cast('send', '--private-key', d.privateKey, GOVERNANCE, 'execute(uint64)', '1');
+    const split = {};
+    for (const name of ['contributors', 'validators', 'model_owner', 'treasury']) {
+      split[name] = await cast('call', PARAMS, 'get(string)(uint256)', `settlement.${name}_bps`);
+    }
+    assert.deepEqual(split, { contributors: '6000', validators: '2000', model_owner: '1500', treasury: '500' });
+    assert.match(await ol('gov', 'show', '1'), /state\s+executed/);
+    assert.match(await ol('gov', 'params'), /settlement\.contributors_bps\s+6000/);
+    // Executing again is refused.
+    out = await castFails('send', '--private-key', d.privateKey, GOVERNANCE, 'execute(uint64)', '1');
+    assert.match(out, /NotExecutable|execution reverted/);
+    // The deposit went back to the proposer: governance holds nothing.
+    assert.equal(await cast('balance', GOVERNANCE), '0');
+  });
+});
