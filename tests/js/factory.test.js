@@ -89,7 +89,7 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const gguf = path.join(work, 'tiny.gguf');
     await must(['model', 'write-test-model', gguf]);
     await must(['model', 'pull', '--gguf', gguf, '--name', 'tiny', '--models', models]);
-    node = await startNode({ args: ['--models', models] });
+    node = await startNode({ args: ['--models', models, '--model', 'tiny'] });
     await waitFor('the data API', async () => {
       try { return (await fetch(`${node.apiUrl}/v1/jobs`)).ok; } catch { return false; }
     }, 20_000);
@@ -150,7 +150,32 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.ok(fs.existsSync(path.join(hfDir, 'model.safetensors')));
     const fromHf = await must(['model', 'generate', '--model', hfDir, '--prompt', 'the', '--max-tokens', '4', '--weights', 'f32', '--models', models]);
     const fromGguf = await must(['model', 'generate', '--model', 'tiny-merged', '--prompt', 'the', '--max-tokens', '4', '--weights', 'f32', '--models', models]);
-    assert.equal(fromHf, fromGguf);
+    // The text is the same; the timing line after it may not be.
+    const text = (out) => out.split('\n[')[0];
+    assert.equal(text(fromHf), text(fromGguf));
+    assert.match(fromHf, /4 generated/);
+
+    // OpenLoRA serves the finished fine-tune by name on the OpenAI API, whole and streamed.
+    const listed = await waitFor('the OpenAI API', async () => {
+      const res = await fetch(`${node.apiUrl}/v1/models`);
+      return res.ok && (await res.json());
+    }, 60_000);
+    assert.deepEqual(listed.data.map((m) => m.id).sort(), ['job-1', 'tiny']);
+    const ask = (extra) => fetch(`${node.apiUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'job-1', messages: [{ role: 'user', content: FACTS[0][0] }], max_tokens: 8, temperature: 0, ...extra }),
+    });
+    const whole = await (await ask({})).json();
+    assert.equal(whole.object, 'chat.completion');
+    assert.ok(whole.usage.completion_tokens > 0, JSON.stringify(whole));
+    const chatStream = await (await ask({ stream: true })).text();
+    const pieces = chatStream.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+    assert.equal(pieces.at(-1), '[DONE]');
+    const streamed = pieces.slice(0, -1).map((p) => JSON.parse(p).choices[0].delta.content ?? '').join('');
+    assert.equal(streamed, whole.choices[0].message.content);
+    const unknown = await (await ask({ model: 'job-99' })).json();
+    assert.equal(unknown.error.code, 'model_not_found');
 
     // Someone else cannot publish it; the owner can (registering the base model on the way).
     const stranger = await run(['jobs', 'publish', '1', '--private-key', curator.privateKey, ...endpoints()]);

@@ -319,7 +319,9 @@ export async function startNode(opts = {}) {
       bin,
       label: opts.label,
       args: ['up', '--datadir', datadir, '--port', String(port), '--chain-id', String(CHAIN_ID),
-        '--api-port', String(apiPort), '--model', 'none', ...(opts.args || [])],
+        '--api-port', String(apiPort),
+        // No base model unless the test names one (`--model NAME` in opts.args).
+        ...((opts.args || []).includes('--model') ? [] : ['--model', 'none']), ...(opts.args || [])],
     });
     // The data service API (datanet uploads, snapshots, exports).
     handle.apiUrl = `http://127.0.0.1:${apiPort}`;

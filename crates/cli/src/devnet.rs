@@ -233,8 +233,11 @@ pub fn run(args: UpArgs) -> Result<()> {
             Arc::new(service.clone()),
         )
         .context("cannot open the model factory")?;
+        // OpenLoRA's OpenAI-compatible API answers 503 until the base model has loaded.
+        let serving: openlora::Slot = Default::default();
         let routes = openledger_dataservice::api::router(service)
-            .merge(openledger_factory::api::router(factory.clone()));
+            .merge(openledger_factory::api::router(factory.clone()))
+            .merge(openlora::router(serving.clone()));
         let api = tokio::spawn(async move { axum::serve(listener, routes).await });
         println!("OpenLedger devnet");
         println!("  chain id:    {}", args.chain_id);
@@ -264,20 +267,38 @@ pub fn run(args: UpArgs) -> Result<()> {
         }
         if args.model != "none" {
             let (name, store) = (args.model.clone(), args.models.store());
+            let jobs = factory.clone();
             // Installing the model can mean a download; the chain does not wait for it.
             tokio::task::spawn_blocking(move || {
                 let loaded = crate::model::resolve(&store, &name).and_then(|path| {
                     let model = openledger_llm::Model::load(&path)?;
-                    anyhow::Ok((path, model.llama.config().clone()))
+                    anyhow::Ok((path, model))
                 });
                 match loaded {
-                    Ok((path, config)) => println!(
-                        "  model:       {name} ({} layers, {} wide, context {}) from {}",
-                        config.num_layers,
-                        config.hidden_size,
-                        config.context_length,
-                        path.display()
-                    ),
+                    Ok((path, model)) => {
+                        let config = model.llama.config().clone();
+                        println!(
+                            "  model:       {name} ({} layers, {} wide, context {}) from {}",
+                            config.num_layers,
+                            config.hidden_size,
+                            config.context_length,
+                            path.display()
+                        );
+                        // Every finished training job's adapter is served by its name.
+                        let adapters: openlora::registry::Source = Box::new(move || {
+                            jobs.list()
+                                .into_iter()
+                                .filter(|j| j.result.is_some())
+                                .map(|j| (j.name.clone(), jobs.adapter_dir(j.id)))
+                                .collect()
+                        });
+                        let _ = serving.set(openlora::Serving {
+                            engine: openlora::Engine::start(std::sync::Arc::new(model), 16),
+                            base_name: name.clone(),
+                            adapters: openlora::Registry::new(vec![adapters], 1 << 30),
+                        });
+                        println!("  OpenAI API:  serving {name} and finished fine-tunes at /v1/chat/completions");
+                    }
                     Err(e) => eprintln!("warning: base model {name} unavailable: {e:#}"),
                 }
             });

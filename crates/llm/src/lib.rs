@@ -32,7 +32,7 @@ pub use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
 
 pub use chat::{ChatMessage, ChatTemplate, Segment};
-pub use generate::{Completion, FinishReason, generate, generate_with};
+pub use generate::{Completion, DecodeStep, Decoder, FinishReason, generate, generate_with};
 pub use lora::{LoraAdapter, LoraConfig, Target};
 pub use model::{KvCache, Llama, TrainBatch, Weights};
 pub use sampling::{Sampler, SamplingParams};

@@ -1,0 +1,16 @@
+//! OpenLoRA: many LoRA fine-tunes served from one resident base model.
+//!
+//! - [`engine`]: continuous batching across adapters — one thread steps every active sequence
+//!   with one `forward_batch` (base matmuls once for the batch, each adapter's delta once for
+//!   its rows); sequences join and leave between steps; vanished clients are dropped.
+//! - [`registry`]: adapters by name from PEFT directories, with an LRU RAM cache under a byte
+//!   budget; loads happen off the engine thread.
+//! - [`api`]: the OpenAI-compatible HTTP API and Prometheus `/metrics`.
+
+pub mod api;
+pub mod engine;
+pub mod registry;
+
+pub use api::{Serving, Slot, router};
+pub use engine::{Engine, Event, Request};
+pub use registry::Registry;
