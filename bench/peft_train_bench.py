@@ -9,13 +9,20 @@ line: tokens_per_s, peak_rss_mib, torch, peft.
 """
 
 import json
-import resource
 import sys
 import time
 
 import peft
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def peak_rss_mib():
+    # VmHWM, not getrusage: ru_maxrss survives exec and would report the parent's peak.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main():
@@ -52,7 +59,7 @@ def main():
     seconds = time.perf_counter() - start
     print(json.dumps({
         "tokens_per_s": req["seq_len"] * req["steps"] / seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "torch": torch.__version__,
         "peft": peft.__version__,
     }))
