@@ -27,18 +27,13 @@ use openledger_primitives::{Address, B256, U256};
 use openledger_wallet::{RpcClient, RpcError};
 use serde_json::{Value, json};
 
-use crate::wallet::KeystoreArgs;
+use crate::chaintx::Signing;
 
+/// Where the node is (JSON-RPC and the data API) and how to sign.
 #[derive(Args, Debug, Clone)]
 pub struct Endpoints {
-    /// The node's JSON-RPC URL.
-    #[arg(
-        long,
-        env = "OPENLEDGER_RPC",
-        default_value = "http://127.0.0.1:8545",
-        global = true
-    )]
-    pub rpc: String,
+    #[command(flatten)]
+    pub signing: Signing,
     /// The node's data service API URL.
     #[arg(
         long,
@@ -47,19 +42,6 @@ pub struct Endpoints {
         global = true
     )]
     pub api: String,
-    /// Sign with this keystore account (name or file).
-    #[arg(long, global = true, conflicts_with = "private_key")]
-    pub account: Option<String>,
-    /// Sign with this hex private key (dev accounts; prefer --account elsewhere).
-    #[arg(
-        long,
-        env = "OPENLEDGER_PRIVATE_KEY",
-        global = true,
-        hide_env_values = true
-    )]
-    pub private_key: Option<String>,
-    #[command(flatten)]
-    pub keys: KeystoreArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,27 +260,6 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub(crate) fn signer(endpoints: &Endpoints) -> Result<Option<PrivateKeySigner>> {
-    if let Some(key) = &endpoints.private_key {
-        return Ok(Some(
-            key.trim()
-                .parse()
-                .context("--private-key is not a valid hex private key")?,
-        ));
-    }
-    let Some(account) = &endpoints.account else {
-        return Ok(None);
-    };
-    let store = crate::wallet::keystore(&endpoints.keys)?;
-    let password = crate::wallet::password(&endpoints.keys, false)?;
-    Ok(Some(store.unlock(account, &password)?))
-}
-
-pub(crate) fn require_signer(endpoints: &Endpoints) -> Result<PrivateKeySigner> {
-    signer(endpoints)?
-        .context("this command signs a transaction: pass --account NAME or --private-key")
-}
-
 /// Sends a call to the Datanets precompile; reverts are decoded into the precompile's error.
 fn transact(
     client: &RpcClient,
@@ -386,7 +347,7 @@ fn bytes_bar(len: u64, label: &str) -> ProgressBar {
 }
 
 pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
-    let client = RpcClient::with_timeout(&endpoints.rpc, Duration::from_secs(60));
+    let client = RpcClient::with_timeout(&endpoints.signing.rpc, Duration::from_secs(60));
     let api = Api::new(&endpoints.api);
     match cmd {
         DatanetCommand::Create {
@@ -402,7 +363,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             quorum,
             curators,
         } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             if !(0.0..=1.0).contains(&near_dup) {
                 bail!("--near-dup must be between 0 and 1, got {near_dup}");
             }
@@ -466,7 +427,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             let signer = if no_submit {
                 None
             } else {
-                Some(require_signer(&endpoints)?)
+                Some(endpoints.signing.require_signer()?)
             };
             let files = files_under(&path)?;
             let (files, skipped): (Vec<PathBuf>, Vec<PathBuf>) = files
@@ -569,7 +530,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             reject: _,
             reason,
         } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             let call = IDatanets::reviewCall {
                 contributionId: contribution,
                 accept,
@@ -600,7 +561,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             );
         }
         DatanetCommand::Snapshot { datanet } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             let built = api.post(
                 "building the snapshot",
                 &format!("/v1/datanets/{datanet}/snapshots"),
@@ -626,7 +587,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             );
         }
         DatanetCommand::Export { snapshot, out } => {
-            let signer = signer(&endpoints)?;
+            let signer = endpoints.signing.signer()?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot create {}", out.display()))?;
             for file in ["card.json", "README.md", "rows.jsonl", "rows.parquet"] {
@@ -664,7 +625,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             println!("snapshot {snapshot} exported to {}", out.display());
         }
         DatanetCommand::RequestAccess { datanet, purpose } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             let call = IDatanets::requestAccessCall {
                 datanetId: datanet,
                 purpose,
@@ -677,7 +638,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             );
         }
         DatanetCommand::Grant { datanet, to, days } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             let expires = now() + days.checked_mul(86_400).context("--days is too large")?;
             let call = IDatanets::grantAccessCall {
                 datanetId: datanet,
@@ -691,7 +652,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
             );
         }
         DatanetCommand::Revoke { datanet, from } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             let call = IDatanets::revokeAccessCall {
                 datanetId: datanet,
                 grantee: from,
@@ -724,7 +685,7 @@ pub fn run(cmd: DatanetCommand, endpoints: Endpoints) -> Result<()> {
                     snapshotId: snapshot,
                 },
             )?;
-            let signer = signer(&endpoints)?;
+            let signer = endpoints.signing.signer()?;
             let answer = api.get(
                 "fetching the proof",
                 &format!("/v1/snapshots/{snapshot}/proof/{hash}"),

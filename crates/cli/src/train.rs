@@ -23,7 +23,7 @@ use openledger_wallet::RpcClient;
 use serde_json::Value;
 
 use crate::chaintx::event;
-use crate::datanet::{Api, Endpoints, now, require_signer, view};
+use crate::datanet::{Api, Endpoints, now, view};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -182,7 +182,7 @@ impl Api {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let signer = require_signer(&args.endpoints)?;
+    let signer = args.endpoints.signing.require_signer()?;
     let api = Api::new(&args.endpoints.api);
     let (datanet_id, snapshot) = parse_datanet(&args.datanet)?;
     let snapshot_id = match snapshot {
@@ -248,7 +248,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
 fn latest_snapshot(endpoints: &Endpoints, datanet_id: u64) -> Result<u64> {
     use openledger_chain::modules::datanets::IDatanets;
     use openledger_primitives::addresses::DATANETS;
-    let client = RpcClient::new(endpoints.rpc.clone());
+    let client = RpcClient::new(endpoints.signing.rpc.clone());
     let count = view(&client, DATANETS, IDatanets::snapshotCountCall {})?;
     for id in (1..=count).rev() {
         let snapshot = view(
@@ -407,7 +407,7 @@ pub fn run(command: JobsCommand, endpoints: Endpoints) -> Result<()> {
         JobsCommand::Show { id } => print_record(&job(id)?),
         JobsCommand::Follow { id } => follow(&api, id)?,
         JobsCommand::Cancel { id } | JobsCommand::Resume { id } => {
-            let signer = require_signer(&endpoints)?;
+            let signer = endpoints.signing.require_signer()?;
             let action = if matches!(command, JobsCommand::Cancel { .. }) {
                 "cancel"
             } else {
@@ -436,7 +436,7 @@ fn publish(endpoints: &Endpoints, job: JobRecord, price: &str, name: Option<Stri
             job.status
         );
     };
-    let signer = require_signer(endpoints)?;
+    let signer = endpoints.signing.require_signer()?;
     if signer.address() != job.owner {
         bail!(
             "job {} belongs to {}; publish it with that account",
@@ -446,7 +446,7 @@ fn publish(endpoints: &Endpoints, job: JobRecord, price: &str, name: Option<Stri
     }
     let price = openledger_primitives::units::parse_open(price)
         .with_context(|| format!("--price {price:?} is not an amount of OPEN"))?;
-    let client = RpcClient::new(endpoints.rpc.clone());
+    let client = RpcClient::new(endpoints.signing.rpc.clone());
     if !base_model_registered(&client, result.base_model_hash)? {
         send_models(
             &client,
