@@ -176,6 +176,18 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.equal(streamed, whole.choices[0].message.content);
     const unknown = await (await ask({ model: 'job-99' })).json();
     assert.equal(unknown.error.code, 'model_not_found');
+    // The official `openai` Python client (scripts/test installs it) talks to the same API.
+    const python = process.env.OPENLEDGER_OPENAI_PYTHON;
+    if (python) {
+      const script = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'python', 'openai_client.py');
+      const client = await execFileP(python, [script, node.apiUrl, 'job-1', 'tiny'], { timeout: 180_000 });
+      const seen = JSON.parse(client.stdout.trim().split('\n').at(-1));
+      // Greedy: its 12-token answer continues our 8-token one.
+      assert.ok(seen.answer.startsWith(whole.choices[0].message.content), JSON.stringify(seen));
+      assert.ok(seen.streamed_pieces > 0);
+    } else if (process.env.OPENLEDGER_REQUIRE_MODEL_TESTS) {
+      assert.fail('OPENLEDGER_OPENAI_PYTHON is not set; scripts/test installs the openai client');
+    }
 
     // Someone else cannot publish it; the owner can (registering the base model on the way).
     const stranger = await run(['jobs', 'publish', '1', '--private-key', curator.privateKey, ...endpoints()]);
