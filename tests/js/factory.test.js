@@ -89,7 +89,7 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const gguf = path.join(work, 'tiny.gguf');
     await must(['model', 'write-test-model', gguf]);
     await must(['model', 'pull', '--gguf', gguf, '--name', 'tiny', '--models', models]);
-    node = await startNode({ args: ['--models', models, '--model', 'tiny'] });
+    node = await startNode({ args: ['--models', models, '--model', 'tiny', '--adapters', path.join(work, 'local-adapters')] });
     await waitFor('the data API', async () => {
       try { return (await fetch(`${node.apiUrl}/v1/jobs`)).ok; } catch { return false; }
     }, 20_000);
@@ -155,12 +155,14 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.equal(text(fromHf), text(fromGguf));
     assert.match(fromHf, /4 generated/);
 
-    // OpenLoRA serves the finished fine-tune by name on the OpenAI API, whole and streamed.
+    // OpenLoRA serves the finished fine-tune by name on the OpenAI API, whole and streamed,
+    // and any PEFT directory under `up --adapters DIR` (here a copy of the same adapter).
+    fs.cpSync(peftDir, path.join(work, 'local-adapters', 'my-local'), { recursive: true });
     const listed = await waitFor('the OpenAI API', async () => {
       const res = await fetch(`${node.apiUrl}/v1/models`);
       return res.ok && (await res.json());
     }, 60_000);
-    assert.deepEqual(listed.data.map((m) => m.id).sort(), ['job-1', 'tiny']);
+    assert.deepEqual(listed.data.map((m) => m.id).sort(), ['job-1', 'my-local', 'tiny']);
     const ask = (extra) => fetch(`${node.apiUrl}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -174,6 +176,8 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.equal(pieces.at(-1), '[DONE]');
     const streamed = pieces.slice(0, -1).map((p) => JSON.parse(p).choices[0].delta.content ?? '').join('');
     assert.equal(streamed, whole.choices[0].message.content);
+    const local = await (await ask({ model: 'my-local' })).json();
+    assert.equal(local.choices[0].message.content, whole.choices[0].message.content);
     const unknown = await (await ask({ model: 'job-99' })).json();
     assert.equal(unknown.error.code, 'model_not_found');
     // The official `openai` Python client (scripts/test installs it) talks to the same API.

@@ -60,6 +60,10 @@ pub struct UpArgs {
     /// path; `none` to run without one.
     #[arg(long, default_value = openledger_llm::DEFAULT_MODEL)]
     pub model: String,
+    /// Also serve the PEFT adapters in this directory (one subdirectory each, named by it) on
+    /// the OpenAI API, beside the finished fine-tunes.
+    #[arg(long)]
+    pub adapters: Option<PathBuf>,
     /// Genesis value of a protocol parameter, NAME=VALUE, e.g.
     /// `--param governance.voting_period_blocks=10` (repeat; used when the chain is created).
     #[arg(long = "param", value_parser = parse_genesis_param)]
@@ -203,6 +207,20 @@ pub fn node_config(
     }
 }
 
+/// The PEFT adapters under `dir`: each subdirectory holding an `adapter_config.json`, named by
+/// the subdirectory (listed anew on each lookup, so adapters copied in later are found).
+fn peft_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("adapter_config.json").is_file())
+        .filter_map(|p| Some((p.file_name()?.to_str()?.to_string(), p)))
+        .collect()
+}
+
 pub fn run(args: UpArgs) -> Result<()> {
     check_genesis_params(&args.params)?;
     let accounts = dev_accounts(&args.mnemonic, args.accounts)?;
@@ -268,6 +286,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         if args.model != "none" {
             let (name, store) = (args.model.clone(), args.models.store());
             let jobs = factory.clone();
+            let local_adapters = args.adapters.clone();
             // Installing the model can mean a download; the chain does not wait for it.
             tokio::task::spawn_blocking(move || {
                 let loaded = crate::model::resolve(&store, &name).and_then(|path| {
@@ -292,10 +311,14 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 .map(|j| (j.name.clone(), jobs.adapter_dir(j.id)))
                                 .collect()
                         });
+                        let mut sources = vec![adapters];
+                        if let Some(dir) = local_adapters.clone() {
+                            sources.push(Box::new(move || peft_dirs(&dir)));
+                        }
                         let _ = serving.set(openlora::Serving {
                             engine: openlora::Engine::start(std::sync::Arc::new(model), 16),
                             base_name: name.clone(),
-                            adapters: openlora::Registry::new(vec![adapters], 1 << 30),
+                            adapters: openlora::Registry::new(sources, 1 << 30),
                         });
                         println!("  OpenAI API:  serving {name} and finished fine-tunes at /v1/chat/completions");
                     }
