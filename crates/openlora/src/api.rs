@@ -38,6 +38,8 @@ pub fn router(slot: Slot) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/metrics", get(metrics))
+        .route("/v1/adapters", get(adapters))
+        .route("/v1/adapters/{name}/{action}", post(adapter_action))
         .with_state(slot)
 }
 
@@ -476,6 +478,58 @@ fn rand_bits() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64)
+}
+
+/// Adapter admin: every adapter with its cache state.
+async fn adapters(State(slot): State<Slot>) -> Result<Response, ApiError> {
+    let s = serving(&slot)?;
+    Ok(Json(json!({"object": "list", "data": s.adapters.states()})).into_response())
+}
+
+/// Adapter admin: `load`, `unload`, `pin`, `unpin`.
+async fn adapter_action(
+    State(slot): State<Slot>,
+    axum::extract::Path((name, action)): axum::extract::Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    serving(&slot)?;
+    if !matches!(action.as_str(), "load" | "unload" | "pin" | "unpin") {
+        return Err(invalid(
+            None,
+            "invalid_value",
+            format!("unknown action {action:?}: use load, unload, pin or unpin"),
+        ));
+    }
+    let not_found = |name: &str| ApiError {
+        status: StatusCode::NOT_FOUND,
+        kind: "invalid_request_error",
+        code: "model_not_found",
+        param: Some("name"),
+        message: format!("no adapter {name:?}; GET /v1/adapters lists them"),
+    };
+    let blocking_slot = slot.clone();
+    let action_name = action.clone();
+    let target = name.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<bool, LlmError> {
+        let s = blocking_slot.get().expect("checked above");
+        let config = s.engine.model().llama.config();
+        match action_name.as_str() {
+            "load" => Ok(s.adapters.get(&target, config)?.is_some()),
+            "pin" => s.adapters.pin(&target, config, true),
+            "unpin" => s.adapters.pin(&target, config, false),
+            _ => Ok(s.adapters.unload(&target) || s.adapters.names().contains(&target)),
+        }
+    })
+    .await
+    .map_err(|e| LlmError::Compute(e.to_string()))??;
+    if !found {
+        return Err(not_found(&name));
+    }
+    let state = serving(&slot)?
+        .adapters
+        .states()
+        .into_iter()
+        .find(|a| a.id == name);
+    Ok(Json(json!(state)).into_response())
 }
 
 async fn metrics(State(slot): State<Slot>) -> Result<Response, ApiError> {

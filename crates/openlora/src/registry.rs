@@ -18,6 +18,17 @@ struct Cached {
     adapter: Arc<LoraAdapter>,
     bytes: usize,
     last_used: u64,
+    /// Pinned adapters are never evicted.
+    pinned: bool,
+}
+
+/// One adapter as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AdapterState {
+    pub id: String,
+    pub resident: bool,
+    pub pinned: bool,
+    pub bytes: usize,
 }
 
 pub struct Registry {
@@ -96,12 +107,15 @@ impl Registry {
         let mut guard = self.cache.lock().expect("adapter cache lock");
         let (entries, clock) = &mut *guard;
         let mut used: usize = entries.values().map(|e| e.bytes).sum();
-        while used + bytes > self.budget && !entries.is_empty() {
-            let oldest = entries
+        while used + bytes > self.budget {
+            let Some(oldest) = entries
                 .iter()
+                .filter(|(_, e)| !e.pinned)
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(n, _)| n.clone())
-                .expect("not empty");
+            else {
+                break; // only pinned adapters left: go over budget rather than refuse
+            };
             used -= entries.remove(&oldest).map_or(0, |e| e.bytes);
         }
         *clock += 1;
@@ -111,9 +125,45 @@ impl Registry {
                 adapter: adapter.clone(),
                 bytes,
                 last_used: *clock,
+                pinned: false,
             },
         );
         Ok(Some(adapter))
+    }
+
+    /// Loads `name` (if needed) and pins or unpins it; `false` when there is no such adapter.
+    pub fn pin(&self, name: &str, model: &LlamaConfig, pinned: bool) -> Result<bool, LlmError> {
+        if self.get(name, model)?.is_none() {
+            return Ok(false);
+        }
+        let mut guard = self.cache.lock().expect("adapter cache lock");
+        if let Some(entry) = guard.0.get_mut(name) {
+            entry.pinned = pinned;
+        }
+        Ok(true)
+    }
+
+    /// Drops `name` from RAM (pinned or not); `false` when it was not resident.
+    pub fn unload(&self, name: &str) -> bool {
+        let mut guard = self.cache.lock().expect("adapter cache lock");
+        guard.0.remove(name).is_some()
+    }
+
+    /// Every known adapter with its cache state.
+    pub fn states(&self) -> Vec<AdapterState> {
+        let guard = self.cache.lock().expect("adapter cache lock");
+        self.names()
+            .into_iter()
+            .map(|id| {
+                let entry = guard.0.get(&id);
+                AdapterState {
+                    resident: entry.is_some(),
+                    pinned: entry.is_some_and(|e| e.pinned),
+                    bytes: entry.map_or(0, |e| e.bytes),
+                    id,
+                }
+            })
+            .collect()
     }
 
     /// (resident adapters, bytes they take).

@@ -342,3 +342,94 @@ fn the_openai_api_serves_the_base_and_adapters() {
         "{metrics}"
     );
 }
+
+/// Adapter admin: list with cache state, load, pin (never evicted), unpin, unload; a budget
+/// that holds one adapter evicts the least recently used unpinned one.
+#[test]
+fn adapters_can_be_listed_loaded_pinned_and_unloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(tiny_model(&TinyConfig::default()));
+    let a = adapter_dir(&model, dir.path(), "a", 8, &Target::ALL, 1);
+    let b = adapter_dir(&model, dir.path(), "b", 8, &Target::ALL, 2);
+    let one_adapter = {
+        let loaded =
+            LoraAdapter::load_peft(&a, model.llama.config(), &openledger_llm::Device::Cpu).unwrap();
+        loaded
+            .layers
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|p| (p.a_t.elem_count() + p.b_t.elem_count()) * 4)
+            .sum::<usize>()
+    };
+    let registry = Registry::new(
+        vec![Box::new(move || {
+            vec![("a".into(), a.clone()), ("b".into(), b.clone())]
+        })],
+        one_adapter,
+    );
+    let config = model.llama.config();
+    let resident = |r: &Registry| {
+        r.states()
+            .into_iter()
+            .filter(|s| s.resident)
+            .map(|s| s.id)
+            .collect::<Vec<_>>()
+    };
+    registry.get("a", config).unwrap().unwrap();
+    registry.get("b", config).unwrap().unwrap();
+    assert_eq!(
+        resident(&registry),
+        ["b"],
+        "the budget holds one: a was evicted"
+    );
+    assert!(registry.pin("a", config, true).unwrap());
+    assert_eq!(resident(&registry), ["a"]);
+    registry.get("b", config).unwrap().unwrap();
+    assert_eq!(
+        resident(&registry),
+        ["a", "b"],
+        "a pinned one is never evicted"
+    );
+    assert!(
+        registry
+            .states()
+            .iter()
+            .any(|s| s.id == "a" && s.pinned && s.bytes == one_adapter)
+    );
+    assert!(registry.pin("a", config, false).unwrap());
+    assert!(registry.unload("a"));
+    assert!(!registry.unload("a"));
+    assert_eq!(resident(&registry), ["b"]);
+    assert!(!registry.pin("nope", config, true).unwrap());
+    assert!(registry.get("nope", config).unwrap().is_none());
+
+    // The same over HTTP.
+    let server = serve(model.clone(), vec![("a".into(), dir.path().join("a"))]);
+    let (status, text) = post(&format!("{}/v1/adapters/a/pin", server.url), "");
+    assert_eq!(status, 200, "{text}");
+    let listed: serde_json::Value = serde_json::from_str(
+        &ureq::get(format!("{}/v1/adapters", server.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed["data"][0]["pinned"], true);
+    assert_eq!(
+        post(&format!("{}/v1/adapters/zzz/load", server.url), "").0,
+        404
+    );
+    assert_eq!(
+        post(&format!("{}/v1/adapters/a/explode", server.url), "").0,
+        400
+    );
+    let (status, text) = post(&format!("{}/v1/adapters/a/unload", server.url), "");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["resident"],
+        false
+    );
+}
