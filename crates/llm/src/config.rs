@@ -31,16 +31,7 @@ impl LlamaConfig {
         let hidden_size = uint(content, "llama.embedding_length")?;
         let num_heads = uint(content, "llama.attention.head_count")?;
         let num_kv_heads = uint(content, "llama.attention.head_count_kv").unwrap_or(num_heads);
-        if num_heads == 0
-            || hidden_size % num_heads != 0
-            || num_kv_heads == 0
-            || num_heads % num_kv_heads != 0
-        {
-            return Err(LlmError::BadModel(format!(
-                "inconsistent attention shape: {hidden_size} wide, {num_heads} heads, {num_kv_heads} key/value heads"
-            )));
-        }
-        let head_dim = check_head_dim(hidden_size, num_heads)?;
+        let head_dim = head_dim(hidden_size, num_heads, num_kv_heads)?;
         let vocab_size = match content.metadata.get("llama.vocab_size") {
             Some(v) => to_usize(v, "llama.vocab_size")?,
             None => content
@@ -71,7 +62,18 @@ impl LlamaConfig {
     }
 }
 
-fn check_head_dim(hidden_size: usize, num_heads: usize) -> Result<usize, LlmError> {
+/// The head width of an attention shape, after checking that the shape is consistent: heads
+/// divide the width, key/value heads divide the heads, and the head width is even (RoPE pairs).
+fn head_dim(hidden_size: usize, num_heads: usize, num_kv_heads: usize) -> Result<usize, LlmError> {
+    if num_heads == 0
+        || !hidden_size.is_multiple_of(num_heads)
+        || num_kv_heads == 0
+        || !num_heads.is_multiple_of(num_kv_heads)
+    {
+        return Err(LlmError::BadModel(format!(
+            "inconsistent attention shape: {hidden_size} wide, {num_heads} heads, {num_kv_heads} key/value heads"
+        )));
+    }
     let head_dim = hidden_size / num_heads;
     if !head_dim.is_multiple_of(2) {
         return Err(LlmError::BadModel(format!(
@@ -99,15 +101,6 @@ impl LlamaConfig {
         let hidden_size = uint("hidden_size")?;
         let num_heads = uint("num_attention_heads")?;
         let num_kv_heads = uint("num_key_value_heads").unwrap_or(num_heads);
-        if num_heads == 0
-            || hidden_size % num_heads != 0
-            || num_kv_heads == 0
-            || num_heads % num_kv_heads != 0
-        {
-            return Err(LlmError::BadModel(format!(
-                "inconsistent attention shape: {hidden_size} wide, {num_heads} heads, {num_kv_heads} key/value heads"
-            )));
-        }
         Ok(Self {
             vocab_size: uint("vocab_size")?,
             hidden_size,
@@ -115,7 +108,7 @@ impl LlamaConfig {
             num_layers: uint("num_hidden_layers")?,
             num_heads,
             num_kv_heads,
-            head_dim: check_head_dim(hidden_size, num_heads)?,
+            head_dim: head_dim(hidden_size, num_heads, num_kv_heads)?,
             rope_theta: json["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
             rms_norm_eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-5),
             context_length: uint("max_position_embeddings").unwrap_or(2048),

@@ -161,6 +161,33 @@ fn block_layout(ty: u32) -> Option<(u64, u64)> {
     })
 }
 
+/// Opens the GGUF file at `path`: its header checked, then parsed; the reader is left where
+/// candle can read tensors from.
+pub fn open(
+    path: &std::path::Path,
+) -> Result<
+    (
+        candle_core::quantized::gguf_file::Content,
+        std::io::BufReader<std::fs::File>,
+    ),
+    LlmError,
+> {
+    let file = std::fs::File::open(path).map_err(|source| LlmError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut reader = std::io::BufReader::new(file);
+    check_header(&mut reader)
+        .map_err(|e| LlmError::BadModel(format!("{}: {e}", path.display())))?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut reader).map_err(|e| {
+        LlmError::BadModel(format!(
+            "{}: cannot parse the GGUF header: {e}",
+            path.display()
+        ))
+    })?;
+    Ok((content, reader))
+}
+
 /// Checks the GGUF header of `reader` (from its start) and leaves it at the start again.
 pub fn check_header<R: Read + Seek>(reader: &mut R) -> Result<(), LlmError> {
     let io = |e: std::io::Error| bad(format!("cannot read the file: {e}"));

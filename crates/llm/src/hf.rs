@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
@@ -23,10 +22,7 @@ fn candle(e: candle_core::Error) -> LlmError {
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, LlmError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LlmError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(crate::io_error(path))?;
     serde_json::from_str(&text).map_err(|e| LlmError::BadModel(format!("{}: {e}", path.display())))
 }
 
@@ -138,17 +134,10 @@ fn config_tied(dir: &Path) -> Result<bool, LlmError> {
 
 /// Writes the GGUF model at `gguf` as a Hugging Face directory (f32 weights).
 pub fn export(gguf: &Path, dir: &Path) -> Result<(), LlmError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| LlmError::Io { path, source }
-    };
-    let mut reader = std::io::BufReader::new(std::fs::File::open(gguf).map_err(io(gguf))?);
-    crate::gguf_check::check_header(&mut reader)?;
-    let content = Content::read(&mut reader)
-        .map_err(|e| LlmError::BadModel(format!("{}: {e}", gguf.display())))?;
+    let (content, mut reader) = crate::gguf_check::open(gguf)?;
     let config = LlamaConfig::from_gguf(&content)?;
     let tokenizer = Tokenizer::from_gguf(&content)?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(crate::io_error(dir))?;
     let device = Device::Cpu;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for name in content.tensor_infos.keys() {
@@ -182,7 +171,7 @@ pub fn export(gguf: &Path, dir: &Path) -> Result<(), LlmError> {
             &path,
             serde_json::to_vec_pretty(&value).expect("serialisable"),
         )
-        .map_err(io(&path))
+        .map_err(crate::io_error(&path))
     };
     write_json("config.json", config.to_hf(tied))?;
     tokenizer.save_hf(&dir.join("tokenizer.json"))?;

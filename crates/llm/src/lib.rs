@@ -61,6 +61,12 @@ pub enum LlmError {
     },
 }
 
+/// Turns an I/O error at `path` into an [`LlmError::Io`] naming the path.
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LlmError + use<> {
+    let path = path.display().to_string();
+    move |source| LlmError::Io { path, source }
+}
+
 /// A loaded model: weights, tokenizer and chat format.
 pub struct Model {
     pub llama: Llama,
@@ -94,20 +100,7 @@ impl Model {
 
     /// The hyperparameters of a GGUF file, from its header alone (no weights are read).
     pub fn inspect(path: &Path) -> Result<config::LlamaConfig, LlmError> {
-        let file = std::fs::File::open(path).map_err(|source| LlmError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut reader = std::io::BufReader::new(file);
-        gguf_check::check_header(&mut reader)
-            .map_err(|e| LlmError::BadModel(format!("{}: {e}", path.display())))?;
-        let content = Content::read(&mut reader).map_err(|e| {
-            LlmError::BadModel(format!(
-                "{}: cannot parse the GGUF header: {e}",
-                path.display()
-            ))
-        })?;
-        config::LlamaConfig::from_gguf(&content)
+        config::LlamaConfig::from_gguf(&gguf_check::open(path)?.0)
     }
 
     /// Loads a GGUF from any reader (tests build models in memory).

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use candle_core::quantized::gguf_file::{self, Content};
+use candle_core::quantized::gguf_file;
 use candle_core::quantized::{GgmlDType, QTensor};
 
 use crate::LlmError;
@@ -44,14 +44,7 @@ pub fn merge_into_gguf(
     out: &Path,
     weights: MergedWeights,
 ) -> Result<usize, LlmError> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| LlmError::Io { path, source }
-    };
-    let mut reader = std::io::BufReader::new(std::fs::File::open(base).map_err(io(base))?);
-    crate::gguf_check::check_header(&mut reader)?;
-    let content = Content::read(&mut reader)
-        .map_err(|e| LlmError::BadModel(format!("{}: {e}", base.display())))?;
+    let (content, mut reader) = crate::gguf_check::open(base)?;
     let config = LlamaConfig::from_gguf(&content)?;
     if adapter.layers.len() != config.num_layers {
         return Err(LlmError::BadModel(format!(
@@ -111,16 +104,19 @@ pub fn merge_into_gguf(
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let partial = out.with_extension("gguf.partial");
     {
-        let mut file =
-            std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io(&partial))?);
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&partial).map_err(crate::io_error(&partial))?,
+        );
         gguf_file::write(&mut file, &metadata, &tensor_refs).map_err(|e| LlmError::Io {
             path: partial.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
         use std::io::Write;
-        file.flush().map_err(io(&partial))?;
-        file.get_ref().sync_all().map_err(io(&partial))?;
+        file.flush().map_err(crate::io_error(&partial))?;
+        file.get_ref()
+            .sync_all()
+            .map_err(crate::io_error(&partial))?;
     }
-    std::fs::rename(&partial, out).map_err(io(out))?;
+    std::fs::rename(&partial, out).map_err(crate::io_error(out))?;
     Ok(merged)
 }

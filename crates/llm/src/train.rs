@@ -768,15 +768,11 @@ impl<'m> Trainer<'m> {
     /// Writes a checkpoint under `dir` (`step-N/` then the `LATEST` pointer, each made whole
     /// before it becomes visible), and removes older ones.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), LlmError> {
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source: std::io::Error| LlmError::Io { path, source }
-        };
         let name = format!("step-{:08}", self.state.step);
         let target = dir.join(&name);
         let staging = dir.join(format!(".{name}.partial"));
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+        std::fs::create_dir_all(&staging).map_err(crate::io_error(&staging))?;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (i, p) in self.params.iter().enumerate() {
             tensors.push((format!("param.{}", p.name), p.var.as_tensor().clone()));
@@ -807,14 +803,14 @@ impl<'m> Trainer<'m> {
             &meta_path,
             serde_json::to_vec_pretty(&meta).expect("serialisable"),
         )
-        .map_err(io(&meta_path))?;
+        .map_err(crate::io_error(&meta_path))?;
         sync_dir_files(&staging)?;
         let _ = std::fs::remove_dir_all(&target);
-        std::fs::rename(&staging, &target).map_err(io(&target))?;
+        std::fs::rename(&staging, &target).map_err(crate::io_error(&target))?;
         let pointer = dir.join("LATEST");
         let pointer_tmp = dir.join(".LATEST.partial");
         write_synced(&pointer_tmp, name.as_bytes())?;
-        std::fs::rename(&pointer_tmp, &pointer).map_err(io(&pointer))?;
+        std::fs::rename(&pointer_tmp, &pointer).map_err(crate::io_error(&pointer))?;
         sync_dir(dir)?;
         // Older checkpoints are no longer needed once LATEST names the new one.
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -842,10 +838,7 @@ impl<'m> Trainer<'m> {
             return Ok(false);
         };
         let meta_path = path.join("state.json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|source| LlmError::Io {
-            path: meta_path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&meta_path).map_err(crate::io_error(&meta_path))?;
         let meta: CheckpointMeta = serde_json::from_str(&text)
             .map_err(|e| LlmError::BadInput(format!("{}: {e}", meta_path.display())))?;
         if meta.config_hash != self.config.hash() {
@@ -894,28 +887,17 @@ struct CheckpointMeta {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LlmError> {
     use std::io::Write;
-    let io = |source| LlmError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut file = std::fs::File::create(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
+    let mut file = std::fs::File::create(path).map_err(crate::io_error(path))?;
+    file.write_all(bytes).map_err(crate::io_error(path))?;
+    file.sync_all().map_err(crate::io_error(path))
 }
 
 fn sync_dir_files(dir: &Path) -> Result<(), LlmError> {
-    let io = |source| LlmError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let path = entry.map_err(io)?.path();
+    for entry in std::fs::read_dir(dir).map_err(crate::io_error(dir))? {
+        let path = entry.map_err(crate::io_error(dir))?.path();
         std::fs::File::open(&path)
             .and_then(|f| f.sync_all())
-            .map_err(|source| LlmError::Io {
-                path: path.display().to_string(),
-                source,
-            })?;
+            .map_err(crate::io_error(&path))?;
     }
     sync_dir(dir)
 }
@@ -923,10 +905,7 @@ fn sync_dir_files(dir: &Path) -> Result<(), LlmError> {
 fn sync_dir(dir: &Path) -> Result<(), LlmError> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
-        .map_err(|source| LlmError::Io {
-            path: dir.display().to_string(),
-            source,
-        })
+        .map_err(crate::io_error(dir))
 }
 
 #[cfg(test)]

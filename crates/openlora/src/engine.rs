@@ -39,7 +39,8 @@ pub struct Stats {
 
 #[derive(Clone)]
 pub struct Engine {
-    submit: mpsc::Sender<Request>,
+    /// Requests with their decoder, built (and so checked) when submitted.
+    submit: mpsc::Sender<(Request, Decoder)>,
     stats: Arc<Stats>,
     model: Arc<Model>,
 }
@@ -81,32 +82,36 @@ impl Engine {
     /// Queues a request. Bad requests (empty or too long prompt, bad sampling parameters) are
     /// refused here, before they reach the batch.
     pub fn submit(&self, request: Request) -> Result<(), LlmError> {
-        Decoder::new(
+        let decoder = Decoder::new(
             &request.prompt,
             &request.params,
             self.model.llama.config().context_length,
         )?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.submit
-            .send(request)
+            .send((request, decoder))
             .map_err(|_| LlmError::Compute("the serving engine has stopped".into()))
     }
 }
 
-fn run(model: &Model, stats: &Stats, requests: mpsc::Receiver<Request>, max_batch: usize) {
-    let context = model.llama.config().context_length;
+fn run(
+    model: &Model,
+    stats: &Stats,
+    requests: mpsc::Receiver<(Request, Decoder)>,
+    max_batch: usize,
+) {
     let mut active: Vec<Active> = Vec::new();
     loop {
         // Wait for work when idle; otherwise take whatever arrived, up to the batch size.
         if active.is_empty() {
             match requests.recv() {
-                Ok(request) => admit(request, context, stats, &mut active),
+                Ok(queued) => active.push(admit(queued, stats)),
                 Err(_) => return,
             }
         }
         while active.len() < max_batch {
             match requests.try_recv() {
-                Ok(request) => admit(request, context, stats, &mut active),
+                Ok(queued) => active.push(admit(queued, stats)),
                 Err(_) => break,
             }
         }
@@ -169,23 +174,16 @@ fn run(model: &Model, stats: &Stats, requests: mpsc::Receiver<Request>, max_batc
     }
 }
 
-fn admit(request: Request, context: usize, stats: &Stats, active: &mut Vec<Active>) {
+fn admit((request, decoder): (Request, Decoder), stats: &Stats) -> Active {
     stats.queued.fetch_sub(1, Ordering::Relaxed);
-    match Decoder::new(&request.prompt, &request.params, context) {
-        Ok(decoder) => {
-            stats
-                .prompt_tokens
-                .fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
-            active.push(Active {
-                decoder,
-                cache: KvCache::default(),
-                adapter: request.adapter,
-                feed: request.prompt,
-                events: request.events,
-            });
-        }
-        Err(e) => {
-            let _ = request.events.send(Event::Failed(e.to_string()));
-        }
+    stats
+        .prompt_tokens
+        .fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
+    Active {
+        decoder,
+        cache: KvCache::default(),
+        adapter: request.adapter,
+        feed: request.prompt,
+        events: request.events,
     }
 }
