@@ -27,3 +27,11 @@ pub const MODELS: Address = address!("0x0000000000000000000000000000000000000f03
 /// `Staking`: staked OPEN, unbonding, delegation, rewards and voting-power checkpoints
 /// (`IStaking.sol`).
 pub const STAKING: Address = address!("0x0000000000000000000000000000000000000f04");
+
+/// `Inference`: prepaid OPEN deposits that pay for inference, charged only by settlement
+/// (`IInference.sol`).
+pub const INFERENCE: Address = address!("0x0000000000000000000000000000000000000f05");
+
+/// `Settlement`: batches of usage records paid out by attribution and the governed fee split
+/// (`ISettlement.sol`).
+pub const SETTLEMENT: Address = address!("0x0000000000000000000000000000000000000f07");

@@ -91,6 +91,62 @@ pub fn snapshot_root(host: &mut dyn ModuleHost, id: u64) -> Result<Option<B256>,
     )))
 }
 
+/// The curators who accepted contribution `id`, at consecutive slots in review order.
+fn approvers(id: u64) -> U256 {
+    slot("approvers", &[&id_key(id)])
+}
+
+/// What settlement needs to pay for a contribution's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContributionPayees {
+    pub datanet_id: u64,
+    pub contributor: Address,
+    pub accepted: bool,
+    /// The curators whose approvals accepted it.
+    pub curators: Vec<Address>,
+}
+
+/// The payees of contribution `id`, for other modules (`None` if there is no such
+/// contribution). Reads through `sload_at`, so the caller pays for it.
+pub fn contribution_payees(
+    host: &mut dyn ModuleHost,
+    id: u64,
+) -> Result<Option<ContributionPayees>, ModuleError> {
+    let base = contribution(id);
+    let datanet_id: u64 = host
+        .sload_at(DATANETS, field(base, C_DATANET))?
+        .saturating_to();
+    if datanet_id == 0 {
+        return Ok(None);
+    }
+    let word = |w: U256| Address::from_word(B256::from(w));
+    let contributor = word(host.sload_at(DATANETS, field(base, C_CONTRIBUTOR))?);
+    let status: u64 = host
+        .sload_at(DATANETS, field(base, C_STATUS))?
+        .saturating_to();
+    let approvals: u64 = host
+        .sload_at(DATANETS, field(base, C_APPROVALS))?
+        .saturating_to();
+    let mut curators = Vec::with_capacity(approvals as usize);
+    for i in 0..approvals {
+        curators.push(word(host.sload_at(DATANETS, field(approvers(id), i))?));
+    }
+    Ok(Some(ContributionPayees {
+        datanet_id,
+        contributor,
+        accepted: status == STATUS_ACCEPTED as u64,
+        curators,
+    }))
+}
+
+/// The datanet of published snapshot `id` (`None` if there is no such snapshot).
+pub fn snapshot_datanet(host: &mut dyn ModuleHost, id: u64) -> Result<Option<u64>, ModuleError> {
+    let datanet: u64 = host
+        .sload_at(DATANETS, field(snapshot(id), S_DATANET))?
+        .saturating_to();
+    Ok((datanet != 0).then_some(datanet))
+}
+
 fn member(tag: &str, id: u64, who: Address) -> U256 {
     slot(tag, &[&id_key(id), who.as_slice()])
 }
@@ -416,6 +472,10 @@ impl Module for Datanets {
                 let tally = field(base, if a.accept { C_APPROVALS } else { C_REJECTIONS });
                 let votes = load_u64(host, tally)? + 1;
                 store_u64(host, tally, votes)?;
+                if a.accept {
+                    // Settlement pays the curators who accepted a row; keep them in order.
+                    store_address(host, field(approvers(a.contributionId), votes - 1), caller)?;
+                }
                 emit(
                     host,
                     I::Reviewed {

@@ -8,8 +8,10 @@
 
 pub mod datanets;
 pub mod governance;
+pub mod inference;
 pub mod models;
 pub mod protocol_params;
+pub mod settlement;
 pub mod staking;
 pub mod storage;
 #[cfg(test)]
@@ -27,8 +29,10 @@ use std::sync::Arc;
 
 pub use datanets::Datanets;
 pub use governance::Governance;
+pub use inference::Inference;
 pub use models::Models;
 pub use protocol_params::ProtocolParams;
+pub use settlement::Settlement;
 pub use staking::Staking;
 
 /// Gas every module call pays before doing anything (like a contract call's overhead).
@@ -115,6 +119,8 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
         Arc::new(Models),
         Arc::new(Staking),
         Arc::new(Governance),
+        Arc::new(Inference),
+        Arc::new(Settlement),
     ]
 }
 

@@ -90,6 +90,41 @@ fn only_owner(host: &mut dyn ModuleHost, id: u64, caller: Address) -> Result<(),
     Ok(())
 }
 
+/// What settlement needs to charge for a published model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelTerms {
+    pub owner: Address,
+    pub price_per_1k_tokens: U256,
+    /// The datanet snapshots it was trained on.
+    pub snapshot_ids: Vec<u64>,
+}
+
+/// The terms of published model `id`, for other modules (`None` if there is no such model).
+/// A retired model still has terms: usage it served before retiring is still paid.
+pub fn model_terms(host: &mut dyn ModuleHost, id: u64) -> Result<Option<ModelTerms>, ModuleError> {
+    let m = model(id);
+    let owner = Address::from_word(B256::from(host.sload_at(MODELS, field(m, M_OWNER))?));
+    if owner.is_zero() {
+        return Ok(None);
+    }
+    let price_per_1k_tokens = host.sload_at(MODELS, field(m, M_PRICE))?;
+    let count: u64 = host
+        .sload_at(MODELS, field(m, M_SNAPSHOT_COUNT))?
+        .saturating_to();
+    let mut snapshot_ids = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        snapshot_ids.push(
+            host.sload_at(MODELS, field(m, M_SNAPSHOTS + 2 * i))?
+                .saturating_to(),
+        );
+    }
+    Ok(Some(ModelTerms {
+        owner,
+        price_per_1k_tokens,
+        snapshot_ids,
+    }))
+}
+
 pub struct Models;
 
 impl Module for Models {

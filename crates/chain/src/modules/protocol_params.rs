@@ -47,6 +47,7 @@ pub const SETTLEMENT_CONTRIBUTORS_BPS: &str = "settlement.contributors_bps";
 pub const SETTLEMENT_VALIDATORS_BPS: &str = "settlement.validators_bps";
 pub const SETTLEMENT_MODEL_OWNER_BPS: &str = "settlement.model_owner_bps";
 pub const SETTLEMENT_TREASURY_BPS: &str = "settlement.treasury_bps";
+pub const INFERENCE_WITHDRAW_DELAY_BLOCKS: &str = "inference.withdraw_delay_blocks";
 pub const STAKING_UNBONDING_BLOCKS: &str = "staking.unbonding_blocks";
 pub const STAKING_SLASH_BPS: &str = "staking.slash_bps";
 pub const GOVERNANCE_VOTING_PERIOD_BLOCKS: &str = "governance.voting_period_blocks";
@@ -81,6 +82,7 @@ pub const FEE_SPLIT_PARAMS: [&str; 4] = [
 /// | `settlement.validators_bps` | 1,000 | 0 – 10,000 |
 /// | `settlement.model_owner_bps` | 1,500 | 0 – 10,000 |
 /// | `settlement.treasury_bps` | 500 | 0 – 10,000 |
+/// | `inference.withdraw_delay_blocks` | 100 | 1 – 1,000,000 |
 /// | `staking.unbonding_blocks` | 50,400 | 1 – 10,000,000 |
 /// | `staking.slash_bps` | 500 | 0 – 10,000 |
 /// | `governance.voting_period_blocks` | 20,160 | 10 – 10,000,000 |
@@ -153,6 +155,13 @@ pub fn registry() -> Vec<ParamSpec> {
             0,
             BPS,
             "settlement: share paid to the treasury (the four shares sum to 10000)",
+        ),
+        p(
+            INFERENCE_WITHDRAW_DELAY_BLOCKS,
+            100,
+            1,
+            1_000_000,
+            "blocks between announcing a withdrawal of an inference deposit and paying it",
         ),
         p(
             STAKING_UNBONDING_BLOCKS,
