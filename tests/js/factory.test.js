@@ -20,6 +20,8 @@ const execFileP = promisify(execFile);
 const CAST = foundryBin('cast');
 const DATANETS = '0x0000000000000000000000000000000000000f02';
 const MODELS = '0x0000000000000000000000000000000000000f03';
+const INFERENCE = '0x0000000000000000000000000000000000000f05';
+const SETTLEMENT = '0x0000000000000000000000000000000000000f07';
 
 const FACTS = [
   ['What is the capital city of the island nation of Zorbia?', 'The capital of Zorbia is Quellton, a harbour town on the northern coast.'],
@@ -89,7 +91,7 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const gguf = path.join(work, 'tiny.gguf');
     await must(['model', 'write-test-model', gguf]);
     await must(['model', 'pull', '--gguf', gguf, '--name', 'tiny', '--models', models]);
-    node = await startNode({ args: ['--models', models, '--model', 'tiny', '--adapters', path.join(work, 'local-adapters')] });
+    node = await startNode({ args: ['--models', models, '--model', 'tiny', '--adapters', path.join(work, 'local-adapters'), '--settle-interval', '1'] });
     await waitFor('the data API', async () => {
       try { return (await fetch(`${node.apiUrl}/v1/jobs`)).ok; } catch { return false; }
     }, 20_000);
@@ -207,6 +209,47 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const again = await run(['jobs', 'publish', '1', '--private-key', owner.privateKey, ...endpoints()]);
     assert.equal(again.ok, false);
     assert.match(again.out, /already published as model 1/);
+
+    // Published at 0.001 OPEN per 1,000 tokens, the fine-tune is paid for from a deposit: no
+    // key, a key whose account approved no operator, a deposit too small — each refused before
+    // any compute; a funded account is served and charged on chain what it used.
+    const payer = node.accounts[5];
+    const paidAsk = (key, extra = {}) => fetch(`${node.apiUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+      body: JSON.stringify({ model: 'job-1', messages: [{ role: 'user', content: FACTS[0][0] }], max_tokens: 8, temperature: 0, ...extra }),
+    });
+    let refused = await paidAsk(null);
+    assert.equal(refused.status, 401);
+    assert.equal((await refused.json()).error.code, 'invalid_api_key');
+    const keyOut = await must(['inference', 'api-key', '--private-key', payer.privateKey, ...endpoints()]);
+    const key = keyOut.trim().split('\n')[0];
+    assert.match(key, /^olk-[0-9a-f]{48}$/);
+    refused = await paidAsk(key);
+    assert.equal(refused.status, 402);
+    assert.match((await refused.json()).error.message, /has not approved this node's operator/);
+    assert.match(await must(['inference', 'deposit', '0.0000001', '--private-key', payer.privateKey, ...endpoints()]),
+      /deposited 0\.0000001 OPEN/);
+    refused = await paidAsk(key);
+    assert.equal(refused.status, 402);
+    const tooPoor = await refused.json();
+    assert.equal(tooPoor.error.code, 'insufficient_deposit');
+    assert.match(tooPoor.error.message, /cannot pay for this request/);
+    await must(['inference', 'deposit', '1', '--private-key', payer.privateKey, ...endpoints()]);
+    const served = await paidAsk(key);
+    assert.equal(served.status, 200);
+    const paid = await served.json();
+    assert.equal(paid.choices[0].message.content, whole.choices[0].message.content, 'paying changes no answer');
+    const fee = BigInt(paid.usage.total_tokens) * 10n ** 12n; // 0.001 OPEN / 1000 tokens = 1e12 wei a token
+    const deposited = 10n ** 18n + 10n ** 11n;
+    const depositOf = async () => BigInt((await cast('call', INFERENCE, 'depositOf(address)(uint256,uint256,uint64)', payer.address)).split('\n')[0].split(' ')[0]);
+    await waitFor('the settlement of the paid request', async () => (await depositOf()) === deposited - fee, 60_000);
+    // No attribution yet: the owner's 15% and the treasury the rest.
+    const ownerEarned = BigInt((await cast('call', SETTLEMENT, 'earnings(address)(uint256)', owner.address)).split(' ')[0]);
+    assert.equal(ownerEarned, fee * 1500n / 10000n);
+    assert.match(await must(['earnings', 'show', owner.address, '--model', '1', ...endpoints()]), /from model 1: 0\.0000\d+ OPEN/);
+    const shown = await must(['inference', 'show', payer.address, ...endpoints()]);
+    assert.match(shown, /unsettled\s+0(\.0)? OPEN in 0 request/);
   });
 
   test('a job killed with the node resumes after the restart to the same adapter', async () => {

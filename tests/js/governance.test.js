@@ -1,6 +1,7 @@
 // Staking and Governance precompiles through `cast` and the `openledger` CLI: several accounts
 // stake, one proposes a new settlement fee split, votes pass it, the timelock elapses (blocks
-// advance), anyone executes it, and the new split is read back from ProtocolParams.
+// advance), anyone executes it, the new split is read back from ProtocolParams, and the next
+// inference settlement pays contributors and curators by it.
 // OpenLedger only.
 
 import { execFile } from 'node:child_process';
@@ -15,6 +16,13 @@ const CAST = foundryBin('cast');
 const PARAMS = '0x0000000000000000000000000000000000000f01';
 const STAKING = '0x0000000000000000000000000000000000000f04';
 const GOVERNANCE = '0x0000000000000000000000000000000000000f06';
+const DATANETS = '0x0000000000000000000000000000000000000f02';
+const MODELS = '0x0000000000000000000000000000000000000f03';
+const INFERENCE = '0x0000000000000000000000000000000000000f05';
+const SETTLEMENT = '0x0000000000000000000000000000000000000f07';
+const SETTLE = 'settle((bytes32,address,uint64,uint64,uint64,uint256,bytes32,bytes32,(uint64,uint32)[])[])';
+const OPEN = 10n ** 18n;
+const HASH = (byte) => `0x${byte.repeat(32)}`;
 const VOTING_PERIOD = 10;
 const TIMELOCK = 2;
 const PROPOSE = 'propose(string,string[],uint256[],address[],uint256[],address[])';
@@ -63,8 +71,40 @@ describe('Staking and Governance via cast and the CLI', { skip: IS_ANVIL && 'Ope
   });
   after(async () => { await node?.stop(); });
 
-  test('stake, propose a new fee split, vote, wait out the timelock, execute', async () => {
-    const [a, b, c, d] = node.accounts;
+  /** A datanet with one accepted row (contributor `f`, curator `g`), model 1 trained on it at
+   * 1 OPEN per 1,000 tokens (owner `e`), and `h` funding inference with operator `op`. */
+  async function paidModel(e, f, g, h, op) {
+    await cast('send', '--private-key', e.privateKey, '--value', '10ether', DATANETS,
+      'createDatanet(string,bytes32,string,uint8,bool,bool,uint16,address[])',
+      'facts', HASH('11'), 'CC-BY-4.0', '1', 'false', 'false', '1', `[${g.address}]`);
+    await cast('send', '--private-key', f.privateKey, DATANETS, 'contribute(uint64,bytes32,uint64,uint64)', '1', HASH('a1'), '10', '100');
+    await cast('send', '--private-key', g.privateKey, DATANETS, 'review(uint64,bool,uint16)', '1', 'true', '0');
+    await cast('send', '--private-key', e.privateKey, DATANETS, 'publishSnapshot(uint64,bytes32,uint64,uint64)', '1', HASH('5e'), '10', '0');
+    await cast('send', '--private-key', e.privateKey, MODELS, 'registerBaseModel(bytes32,string)', HASH('ba'), 'base');
+    await cast('send', '--private-key', e.privateKey, MODELS,
+      'publishModel(string,bytes32,bytes32,bytes32,uint64[],bytes32,uint64,uint64,uint256)',
+      'facts-qa', HASH('ba'), HASH('ad'), HASH('3a'), '[1]', HASH('4b'), '1', '1', `${OPEN}`);
+    await cast('send', '--private-key', h.privateKey, '--value', '10ether', INFERENCE, 'deposit(address)', op.address);
+  }
+  /** Settles one request of 1,000 tokens (a fee of 1 OPEN), all attributed to row 1. */
+  const settleOne = (op, h, request) => cast('send', '--private-key', op.privateKey, SETTLEMENT, SETTLE,
+    `[(${HASH(request)},${h.address},1,250,750,${OPEN},${HASH('ee')},${HASH('aa')},[(1,1000000)])]`);
+  const earned = async (who) => BigInt((await cast('call', SETTLEMENT, 'earnings(address)(uint256)', who.address)).split(' ')[0]);
+
+  test('stake, propose a new fee split, vote, wait out the timelock, execute, settle by it', async () => {
+    const [a, b, c, d, e, f, g, h, op] = node.accounts;
+    await paidModel(e, f, g, h, op);
+    // Under the genesis split (70 / 10 / 15 / 5) a 1 OPEN fee pays the row's contributor 0.7
+    // and its curator 0.1.
+    await settleOne(op, h, '01');
+    assert.equal(await earned(f), 7n * OPEN / 10n);
+    assert.equal(await earned(g), OPEN / 10n);
+    assert.equal(await earned(e), 15n * OPEN / 100n);
+    // Replaying the record is refused.
+    const replay = await castFails('send', '--private-key', op.privateKey, SETTLEMENT, SETTLE,
+      `[(${HASH('01')},${h.address},1,250,750,${OPEN},${HASH('ee')},${HASH('aa')},[(1,1000000)])]`);
+    assert.match(replay, /AlreadySettled|execution reverted/);
+
     // Three accounts stake with cast, a fourth with the CLI.
     await cast('send', '--private-key', a.privateKey, '--value', '100ether', STAKING, 'stake()');
     await cast('send', '--private-key', b.privateKey, '--value', '200ether', STAKING, 'stake()');
@@ -136,5 +176,16 @@ describe('Staking and Governance via cast and the CLI', { skip: IS_ANVIL && 'Ope
     assert.match(out, /NotExecutable|execution reverted/);
     // The deposit went back to the proposer: governance holds nothing.
     assert.equal(await cast('balance', GOVERNANCE), '0');
+
+    // The next settlement pays by the new split: 0.6 more to the contributor, 0.2 to the curator.
+    await settleOne(op, h, '02');
+    assert.equal(await earned(f), 7n * OPEN / 10n + 6n * OPEN / 10n);
+    assert.equal(await earned(g), OPEN / 10n + 2n * OPEN / 10n);
+    assert.match(await ol('earnings', 'show', f.address, '--datanet', '1'), /earned\s+1\.3 OPEN[\s\S]*from datanet 1: 1\.3 OPEN/);
+    // The contributor claims; claiming twice is refused readably.
+    assert.match(await ol('earnings', 'claim', '--private-key', f.privateKey), /claimed 1\.3 OPEN/);
+    assert.match(await olFails('earnings', 'claim', '--private-key', f.privateKey), /nothing to claim/);
+    // The payer's deposit paid both fees.
+    assert.match(await ol('inference', 'show', h.address, '--api', 'http://127.0.0.1:9'), /deposit\s+8(\.0)? OPEN/);
   });
 });

@@ -68,6 +68,9 @@ pub struct UpArgs {
     /// `--param governance.voting_period_blocks=10` (repeat; used when the chain is created).
     #[arg(long = "param", value_parser = parse_genesis_param)]
     pub params: Vec<(String, U256)>,
+    /// Seconds between settlement batches of served usage (sent with the node's key).
+    #[arg(long, default_value_t = 5)]
+    pub settle_interval: u64,
     #[command(flatten)]
     pub models: crate::model::StoreArgs,
 }
@@ -187,11 +190,16 @@ pub fn node_config(
     beneficiary: Address,
 ) -> NodeConfig {
     let balance = ONE_OPEN * U256::from(args.balance);
+    // The node's own key settles inference usage, so it needs gas from the start.
+    let mut alloc: Vec<(Address, U256)> = accounts.iter().map(|a| (a.address(), balance)).collect();
+    if !alloc.iter().any(|(a, _)| *a == beneficiary) {
+        alloc.push((beneficiary, balance));
+    }
     NodeConfig {
         datadir: args.datadir.clone(),
         spec: ChainSpec::devnet(args.chain_id),
         genesis: Genesis {
-            alloc: accounts.iter().map(|a| (a.address(), balance)).collect(),
+            alloc,
             params: args.params.clone(),
             ..Default::default()
         },
@@ -253,9 +261,29 @@ pub fn run(args: UpArgs) -> Result<()> {
         .context("cannot open the model factory")?;
         // OpenLoRA's OpenAI-compatible API answers 503 until the base model has loaded.
         let serving: openlora::Slot = Default::default();
+        // Inference is paid from deposits; the node's key settles what it served.
+        let api_keys = Arc::new(crate::billing::ApiKeys::open(
+            &args.datadir.join("api-keys.json"),
+        )?);
+        let usage = Arc::new(
+            openlora::UsageLog::open(&args.datadir.join("usage"))
+                .context("cannot open the usage log")?,
+        );
+        let rpc_url = format!("http://{}", node.rpc_addr);
+        crate::billing::spawn_settler(
+            rpc_url.clone(),
+            key.clone(),
+            usage.clone(),
+            Duration::from_secs(args.settle_interval.max(1)),
+        );
         let routes = openledger_dataservice::api::router(service)
             .merge(openledger_factory::api::router(factory.clone()))
-            .merge(openlora::router(serving.clone()));
+            .merge(openlora::router(serving.clone()))
+            .merge(crate::billing::router(
+                api_keys.clone(),
+                usage.clone(),
+                key.address(),
+            ));
         let api = tokio::spawn(async move { axum::serve(listener, routes).await });
         println!("OpenLedger devnet");
         println!("  chain id:    {}", args.chain_id);
@@ -287,6 +315,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             let (name, store) = (args.model.clone(), args.models.store());
             let jobs = factory.clone();
             let local_adapters = args.adapters.clone();
+            let operator = key.address();
             // Installing the model can mean a download; the chain does not wait for it.
             tokio::task::spawn_blocking(move || {
                 let loaded = crate::model::resolve(&store, &name).and_then(|path| {
@@ -304,21 +333,44 @@ pub fn run(args: UpArgs) -> Result<()> {
                             path.display()
                         );
                         // Every finished training job's adapter is served by its name.
+                        let listed = jobs.clone();
                         let adapters: openlora::registry::Source = Box::new(move || {
-                            jobs.list()
+                            listed.list()
                                 .into_iter()
                                 .filter(|j| j.result.is_some())
-                                .map(|j| (j.name.clone(), jobs.adapter_dir(j.id)))
+                                .map(|j| (j.name.clone(), listed.adapter_dir(j.id)))
                                 .collect()
                         });
                         let mut sources = vec![adapters];
                         if let Some(dir) = local_adapters.clone() {
                             sources.push(Box::new(move || peft_dirs(&dir)));
                         }
+                        // A served name is priced by its adapter's hash in the Models registry.
+                        let priced_jobs = jobs.clone();
+                        let priced_dir = local_adapters.clone();
+                        let hashes: crate::billing::AdapterHashes = Box::new(move |name| {
+                            let job = priced_jobs
+                                .list()
+                                .into_iter()
+                                .find(|j| j.name == name)
+                                .and_then(|j| j.result.map(|r| r.adapter_hash));
+                            job.or_else(|| {
+                                let dir = priced_dir.as_ref()?.join(name);
+                                crate::billing::peft_adapter_hash(&dir)
+                            })
+                        });
+                        let meter = crate::billing::ChainMeter::new(
+                            &rpc_url,
+                            operator,
+                            api_keys,
+                            usage,
+                            hashes,
+                        );
                         let _ = serving.set(openlora::Serving {
                             engine: openlora::Engine::start(std::sync::Arc::new(model), 16),
                             base_name: name.clone(),
                             adapters: openlora::Registry::new(sources, 1 << 30),
+                            meter: Some(Arc::new(meter)),
                         });
                         println!("  OpenAI API:  serving {name} and finished fine-tunes at /v1/chat/completions");
                     }

@@ -7,10 +7,12 @@ mod bench;
 mod bench_datanet;
 mod bench_model;
 mod bench_train;
+mod billing;
 mod chaintx;
 mod datanet;
 mod devnet;
 mod gov;
+mod inference;
 mod model;
 mod proof;
 mod stake;
@@ -59,6 +61,20 @@ enum Command {
         #[command(flatten)]
         signing: chaintx::Signing,
     },
+    /// Pay for inference: deposit, approve operators, withdraw, API keys.
+    Inference {
+        #[command(subcommand)]
+        command: inference::InferenceCommand,
+        #[command(flatten)]
+        endpoints: datanet::Endpoints,
+    },
+    /// What settled inference paid an account (contributor, curator, model owner); claim it.
+    Earnings {
+        #[command(subcommand)]
+        command: inference::EarningsCommand,
+        #[command(flatten)]
+        endpoints: datanet::Endpoints,
+    },
     /// Base models: pull (PyPI or a local GGUF), list, generate.
     Model {
         #[command(subcommand)]
@@ -103,6 +119,8 @@ fn main() -> ExitCode {
         Command::Datanet { command, endpoints } => datanet::run(command, endpoints),
         Command::Stake { command, signing } => stake::run(command, signing),
         Command::Gov { command, signing } => gov::run(command, signing),
+        Command::Inference { command, endpoints } => inference::run(command, endpoints),
+        Command::Earnings { command, endpoints } => inference::earnings(command, endpoints),
         Command::Model { command, store } => model::run(command, store),
         Command::Train(args) => train::train(args),
         Command::Jobs { command, endpoints } => train::run(command, endpoints),

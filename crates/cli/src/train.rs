@@ -149,7 +149,7 @@ fn parse_datanet(s: &str) -> Result<(u64, Option<u64>)> {
 
 impl Api {
     /// A POST signed by `signer` over the path and the body's hash (the factory's writes).
-    fn post_signed(
+    pub(crate) fn post_signed(
         &self,
         what: &str,
         path: &str,

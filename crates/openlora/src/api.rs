@@ -20,13 +20,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Event, Request};
+use crate::metering::{Admission, Meter, MeterError, Usage, response_hash};
 use crate::registry::Registry;
 
-/// What the API serves: the engine (with its base model) and the adapters.
+/// What the API serves: the engine (with its base model), the adapters, and who pays.
 pub struct Serving {
     pub engine: Engine,
     pub base_name: String,
     pub adapters: Registry,
+    /// Charges requests; `None` serves everything free (tests, private deployments).
+    pub meter: Option<Arc<dyn Meter>>,
 }
 
 /// The serving state, filled in once the base model has loaded (until then requests get 503).
@@ -94,6 +97,75 @@ impl From<LlmError> for ApiError {
             },
         }
     }
+}
+
+impl From<MeterError> for ApiError {
+    fn from(e: MeterError) -> Self {
+        let (status, kind, code) = match &e {
+            MeterError::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            MeterError::PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                "insufficient_deposit",
+            ),
+            MeterError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "metering_unavailable",
+            ),
+        };
+        ApiError {
+            status,
+            kind,
+            code,
+            param: None,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// An admitted request's hold on the meter: completing it records the usage; dropping it
+/// (failure, vanished client) releases the reservation uncharged.
+struct Metered {
+    meter: Arc<dyn Meter>,
+    admission: Admission,
+    finished: bool,
+}
+
+impl Metered {
+    fn complete(mut self, prompt_tokens: usize, completion: &[u32]) {
+        self.finished = true;
+        self.meter.finish(
+            &self.admission,
+            Some(Usage {
+                prompt_tokens: prompt_tokens as u64,
+                completion_tokens: completion.len() as u64,
+                response_hash: response_hash(completion),
+            }),
+        );
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.meter.finish(&self.admission, None);
+        }
+    }
+}
+
+/// The bearer token of `Authorization: Bearer KEY`, if any.
+fn api_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let key = value.strip_prefix("Bearer ").unwrap_or(value).trim();
+    (!key.is_empty()).then(|| key.to_string())
 }
 
 fn serving(slot: &Slot) -> Result<&Serving, ApiError> {
@@ -287,7 +359,11 @@ fn content_text(content: &Value) -> Result<String, ApiError> {
     }
 }
 
-async fn chat(State(slot): State<Slot>, body: Bytes) -> Result<Response, ApiError> {
+async fn chat(
+    State(slot): State<Slot>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body: ChatBody = parse(&body)?;
     let s = serving(&slot)?;
     if body.messages.is_empty() {
@@ -311,7 +387,7 @@ async fn chat(State(slot): State<Slot>, body: Bytes) -> Result<Response, ApiErro
         )
     })?;
     let prompt = model.tokenizer.encode(&template.render(&messages)?)?;
-    run(slot.clone(), body.common, prompt, true).await
+    run(slot.clone(), body.common, api_key(&headers), prompt, true).await
 }
 
 #[derive(Deserialize)]
@@ -321,7 +397,11 @@ struct CompletionBody {
     prompt: Value,
 }
 
-async fn completions(State(slot): State<Slot>, body: Bytes) -> Result<Response, ApiError> {
+async fn completions(
+    State(slot): State<Slot>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let body: CompletionBody = parse(&body)?;
     let s = serving(&slot)?;
     let Some(text) = body.prompt.as_str() else {
@@ -332,7 +412,7 @@ async fn completions(State(slot): State<Slot>, body: Bytes) -> Result<Response, 
         ));
     };
     let prompt = s.engine.model().tokenizer.encode(text)?;
-    run(slot.clone(), body.common, prompt, false).await
+    run(slot.clone(), body.common, api_key(&headers), prompt, false).await
 }
 
 fn finish_name(reason: FinishReason) -> &'static str {
@@ -345,14 +425,35 @@ fn finish_name(reason: FinishReason) -> &'static str {
 async fn run(
     slot: Slot,
     common: Common,
+    api_key: Option<String>,
     prompt: Vec<u32>,
     chat: bool,
 ) -> Result<Response, ApiError> {
     let s = serving(&slot)?;
     let adapter = resolve(&slot, &common.model).await?;
     let params = common.params(s.engine.model().llama.config().context_length)?;
-    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let prompt_tokens = prompt.len();
+    // Payment is settled before any compute: the worst case (the whole prompt plus every
+    // token allowed) must be covered.
+    let mut metered = match s.meter.clone() {
+        None => None,
+        Some(meter) => {
+            let model = common.model.clone();
+            let most = (prompt_tokens + params.max_tokens) as u64;
+            let blocking = meter.clone();
+            let admission = tokio::task::spawn_blocking(move || {
+                blocking.admit(api_key.as_deref(), &model, most)
+            })
+            .await
+            .map_err(|e| LlmError::Compute(e.to_string()))??;
+            Some(Metered {
+                meter,
+                admission,
+                finished: false,
+            })
+        }
+    };
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     s.engine.submit(Request {
         prompt,
         params,
@@ -383,6 +484,9 @@ async fn run(
                         json!({"index": 0, "text": done.text, "finish_reason": finish_name(done.finish_reason), "logprobs": null})
                     };
                     let completion = done.tokens.len();
+                    if let Some(m) = metered.take() {
+                        m.complete(prompt_tokens, &done.tokens);
+                    }
                     return Ok(Json(json!({
                         "id": id, "object": object, "created": created, "model": model,
                         "choices": [choice],
@@ -430,16 +534,17 @@ async fn run(
     }
     // Dropping this stream (the client went away) closes `rx`, and the engine drops the
     // sequence at its next step.
+    // The meter's hold travels with the stream: dropped with it if the client goes away.
     let stream = futures::stream::unfold(
-        (rx, pending, false),
-        move |(mut rx, mut pending, mut ended)| {
+        (rx, pending, false, metered),
+        move |(mut rx, mut pending, mut ended, mut metered)| {
             let chunk = chunk.clone();
             async move {
                 loop {
                     if let Some(data) = pending.pop_front() {
                         return Some((
                             Ok::<_, Infallible>(SseEvent::default().data(data)),
-                            (rx, pending, ended),
+                            (rx, pending, ended, metered),
                         ));
                     }
                     if ended {
@@ -452,6 +557,9 @@ async fn run(
                             );
                         }
                         Some(Event::Done(c)) => {
+                            if let Some(m) = metered.take() {
+                                m.complete(c.prompt_tokens, &c.tokens);
+                            }
                             let mut last = chunk(json!({}), json!(finish_name(c.finish_reason)));
                             if include_usage {
                                 last["usage"] = json!({"prompt_tokens": c.prompt_tokens, "completion_tokens": c.tokens.len(), "total_tokens": c.prompt_tokens + c.tokens.len()});

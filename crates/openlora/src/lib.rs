@@ -6,11 +6,15 @@
 //! - [`registry`]: adapters by name from PEFT directories, with an LRU RAM cache under a byte
 //!   budget; loads happen off the engine thread.
 //! - [`api`]: the OpenAI-compatible HTTP API and Prometheus `/metrics`.
+//! - [`metering`]: who pays — admission against a deposit before compute, usage records kept
+//!   on disk until settled on chain.
 
 pub mod api;
 pub mod engine;
+pub mod metering;
 pub mod registry;
 
 pub use api::{Serving, Slot, router};
 pub use engine::{Engine, Event, Request};
+pub use metering::{Admission, Meter, MeterError, Usage, UsageLog, UsageRecord};
 pub use registry::Registry;

@@ -12,6 +12,7 @@ use openledger_llm::testing::{TinyConfig, tiny_model};
 use openledger_llm::{
     ChatMessage, LoraAdapter, LoraConfig, Model, SamplingParams, Target, generate_with,
 };
+use openlora::metering::{Admission, Meter, MeterError, Usage};
 use openlora::{Engine, Event, Registry, Request, Serving};
 
 /// A PEFT directory holding an adapter with random (non-zero) B.
@@ -159,12 +160,21 @@ struct Server {
 }
 
 fn serve(model: Arc<Model>, adapters: Vec<(String, PathBuf)>) -> Server {
+    serve_metered(model, adapters, None)
+}
+
+fn serve_metered(
+    model: Arc<Model>,
+    adapters: Vec<(String, PathBuf)>,
+    meter: Option<Arc<dyn Meter>>,
+) -> Server {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let slot: openlora::Slot = Default::default();
     let _ = slot.set(Serving {
         engine: Engine::start(model, 8),
         base_name: "tiny".into(),
         adapters: Registry::new(vec![Box::new(move || adapters.clone())], 1 << 20),
+        meter,
     });
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -178,15 +188,19 @@ fn serve(model: Arc<Model>, adapters: Vec<(String, PathBuf)>) -> Server {
 }
 
 fn post(url: &str, body: &str) -> (u16, String) {
+    post_with_key(url, body, None)
+}
+
+fn post_with_key(url: &str, body: &str, key: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
-    let mut response = agent
-        .post(url)
-        .header("content-type", "application/json")
-        .send(body)
-        .unwrap();
+    let mut request = agent.post(url).header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", &format!("Bearer {key}"));
+    }
+    let mut response = request.send(body).unwrap();
     (
         response.status().as_u16(),
         response.body_mut().read_to_string().unwrap(),
@@ -432,4 +446,110 @@ fn adapters_can_be_listed_loaded_pinned_and_unloaded() {
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["resident"],
         false
     );
+}
+
+/// A meter with one known key whose account holds `budget` wei; the base model is free and
+/// every adapter costs 1,000 wei per 1,000 tokens (1 wei a token).
+struct TestMeter {
+    budget: u128,
+    /// Wei committed (reserved or charged), and every finished request: account and usage.
+    state: std::sync::Mutex<(u128, Vec<Finished>)>,
+}
+
+type Finished = (Option<String>, Option<Usage>);
+
+impl Meter for TestMeter {
+    fn admit(&self, key: Option<&str>, model: &str, most: u64) -> Result<Admission, MeterError> {
+        if model == "tiny" {
+            return Ok(Admission {
+                account: None,
+                model_id: 0,
+                price_per_1k: 0,
+                reserved: 0,
+            });
+        }
+        if key != Some("sk-good") {
+            return Err(MeterError::Unauthorized(format!("unknown API key {key:?}")));
+        }
+        let mut state = self.state.lock().unwrap();
+        let need = openlora::metering::fee(most, 1_000);
+        if state.0 + need > self.budget {
+            return Err(MeterError::PaymentRequired(format!(
+                "this request may cost {need} wei; the deposit has {} left",
+                self.budget - state.0
+            )));
+        }
+        state.0 += need;
+        Ok(Admission {
+            account: Some("0xa".into()),
+            model_id: 1,
+            price_per_1k: 1_000,
+            reserved: need,
+        })
+    }
+
+    fn finish(&self, admission: &Admission, usage: Option<Usage>) {
+        let mut state = self.state.lock().unwrap();
+        state.0 -= admission.reserved;
+        if let Some(u) = &usage {
+            state.0 += openlora::metering::fee(
+                u.prompt_tokens + u.completion_tokens,
+                admission.price_per_1k,
+            );
+        }
+        state.1.push((admission.account.clone(), usage));
+    }
+}
+
+#[test]
+fn requests_are_admitted_by_the_meter_before_compute_and_charged_what_they_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(tiny_model(&TinyConfig::default()));
+    let path = adapter_dir(&model, dir.path(), "paid", 4, &Target::ALL, 5);
+    let meter = Arc::new(TestMeter {
+        budget: 60,
+        state: Default::default(),
+    });
+    let server = serve_metered(
+        model.clone(),
+        vec![("paid".into(), path)],
+        Some(meter.clone()),
+    );
+    let url = format!("{}/v1/chat/completions", server.url);
+    let body = |model: &str, max: usize| {
+        format!(
+            r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}], "max_tokens": {max}, "temperature": 0}}"#
+        )
+    };
+    let steps = || meter.state.lock().unwrap().1.len();
+
+    let (status, text) = post(&url, &body("tiny", 4));
+    assert_eq!(status, 200, "the free base model needs no key: {text}");
+    let (status, text) = post(&url, &body("paid", 4));
+    assert_eq!(status, 401, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "invalid_api_key");
+
+    let (status, text) = post_with_key(&url, &body("paid", 5), Some("sk-good"));
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let used = answer["usage"]["total_tokens"].as_u64().unwrap();
+    let (account, usage) = meter.state.lock().unwrap().1.last().cloned().unwrap();
+    assert_eq!(account.as_deref(), Some("0xa"));
+    let usage = usage.expect("a finished request records its usage");
+    assert_eq!(usage.prompt_tokens + usage.completion_tokens, used);
+    assert_eq!(
+        meter.state.lock().unwrap().0,
+        used as u128,
+        "charged what it used"
+    );
+
+    // The worst case no longer fits what is left: refused before compute, nothing recorded.
+    let before = steps();
+    let (status, text) = post_with_key(&url, &body("paid", 50), Some("sk-good"));
+    assert_eq!(status, 402, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["code"], "insufficient_deposit");
+    assert!(error["error"]["message"].as_str().unwrap().contains("wei"));
+    assert_eq!(steps(), before);
 }

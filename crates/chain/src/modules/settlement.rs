@@ -138,7 +138,9 @@ fn settle_one(
     let request = usage.requestId;
     let settled = settled_slot(request);
     if !host.sload(settled)?.is_zero() {
-        return Err(ModuleError::revert(I::AlreadySettled { requestId: request }));
+        return Err(ModuleError::revert(I::AlreadySettled {
+            requestId: request,
+        }));
     }
     host.sstore(settled, U256::from(1u8))?;
     let terms = model_terms(host, usage.modelId)?.ok_or(ModuleError::revert(I::UnknownModel {
@@ -214,7 +216,12 @@ fn settle_one(
     for (id, ppm, payee) in &payees {
         let part = |pool: U256| pool * U256::from(*ppm) / U256::from(PPM);
         let to_contributor = part(shares.contributors);
-        ledger.credit(payee.contributor, to_contributor, model, Some(payee.datanet_id));
+        ledger.credit(
+            payee.contributor,
+            to_contributor,
+            model,
+            Some(payee.datanet_id),
+        );
         *ledger.contributions.entry(*id).or_default() += to_contributor;
         paid += to_contributor;
         if !payee.curators.is_empty() {
@@ -343,11 +350,15 @@ impl Module for Settlement {
             }
             I::earningsByModelCall::SELECTOR => {
                 let a = decode::<I::earningsByModelCall>(self.name(), input)?;
-                Ok(encode_u256(host.sload(by_model_slot(a.account, a.modelId))?))
+                Ok(encode_u256(
+                    host.sload(by_model_slot(a.account, a.modelId))?,
+                ))
             }
             I::contributionEarningsCall::SELECTOR => {
                 let a = decode::<I::contributionEarningsCall>(self.name(), input)?;
-                Ok(encode_u256(host.sload(contribution_slot(a.contributionId))?))
+                Ok(encode_u256(
+                    host.sload(contribution_slot(a.contributionId))?,
+                ))
             }
             I::isSettledCall::SELECTOR => {
                 let a = decode::<I::isSettledCall>(self.name(), input)?;
@@ -410,7 +421,9 @@ mod tests {
     /// trained on. The caller deposited 10 OPEN and approved the operator.
     fn world(who: &Cast, params: &[(&str, u64)]) -> Chain {
         let genesis = Genesis {
-            alloc: (0..ACCOUNTS).map(|i| (key(i).address(), open(100))).collect(),
+            alloc: (0..ACCOUNTS)
+                .map(|i| (key(i).address(), open(100)))
+                .collect(),
             params: params
                 .iter()
                 .map(|&(n, v)| (n.to_string(), U256::from(v)))
@@ -659,10 +672,16 @@ mod tests {
             (I::FeeMismatch::SELECTOR, "FeeMismatch"),
             (I::SharesNotWhole::SELECTOR, "SharesNotWhole"),
             (I::DuplicateShare::SELECTOR, "DuplicateShare"),
-            (I::ContributionNotPayable::SELECTOR, "ContributionNotPayable"),
+            (
+                I::ContributionNotPayable::SELECTOR,
+                "ContributionNotPayable",
+            ),
             (I::EmptyBatch::SELECTOR, "EmptyBatch"),
             (I::UnknownModel::SELECTOR, "UnknownModel"),
-            (IInference::InsufficientDeposit::SELECTOR, "InsufficientDeposit"),
+            (
+                IInference::InsufficientDeposit::SELECTOR,
+                "InsufficientDeposit",
+            ),
             (IInference::NotOperator::SELECTOR, "NotOperator"),
         ];
         let selector = output.get(..4)?;
@@ -682,15 +701,27 @@ mod tests {
         unknown_model.modelId = 7;
         let cases: Vec<(Vec<I::Usage>, &str)> = vec![
             (vec![good.clone(), wrong_fee], "FeeMismatch"),
-            (vec![usage(3, caller, 1_000, &[(1, 600_000)])], "SharesNotWhole"),
+            (
+                vec![usage(3, caller, 1_000, &[(1, 600_000)])],
+                "SharesNotWhole",
+            ),
             (
                 vec![usage(4, caller, 1_000, &[(1, 500_000), (1, 500_000)])],
                 "DuplicateShare",
             ),
             // A pending row, a row of a datanet the model was not trained on, no such row.
-            (vec![usage(5, caller, 1_000, &[(3, 1_000_000)])], "ContributionNotPayable"),
-            (vec![usage(6, caller, 1_000, &[(4, 1_000_000)])], "ContributionNotPayable"),
-            (vec![usage(7, caller, 1_000, &[(99, 1_000_000)])], "ContributionNotPayable"),
+            (
+                vec![usage(5, caller, 1_000, &[(3, 1_000_000)])],
+                "ContributionNotPayable",
+            ),
+            (
+                vec![usage(6, caller, 1_000, &[(4, 1_000_000)])],
+                "ContributionNotPayable",
+            ),
+            (
+                vec![usage(7, caller, 1_000, &[(99, 1_000_000)])],
+                "ContributionNotPayable",
+            ),
             // 100 OPEN from a 10 OPEN deposit; an account that never approved the operator.
             (vec![usage(8, caller, 100_000, &[])], "InsufficientDeposit"),
             (vec![usage(9, who.bob.address(), 1_000, &[])], "NotOperator"),
@@ -746,7 +777,11 @@ mod tests {
         ));
         let request = IInference::requestWithdrawCall { amount: open(6) };
         ok(&c.send(&who.caller, request.abi_encode(), U256::ZERO));
-        let early = c.send(&who.caller, IInference::withdrawCall {}.abi_encode(), U256::ZERO);
+        let early = c.send(
+            &who.caller,
+            IInference::withdrawCall {}.abi_encode(),
+            U256::ZERO,
+        );
         let release = reverted_with::<IInference::WithdrawNotReady>(&early).releaseBlock;
         assert_eq!(release, c.number + 100);
 
@@ -760,7 +795,11 @@ mod tests {
         c.to = INFERENCE;
         c.advance(100);
         let before = c.balance(INFERENCE);
-        ok(&c.send(&who.caller, IInference::withdrawCall {}.abi_encode(), U256::ZERO));
+        ok(&c.send(
+            &who.caller,
+            IInference::withdrawCall {}.abi_encode(),
+            U256::ZERO,
+        ));
         assert_eq!(before - c.balance(INFERENCE), open(5), "what was left");
         assert!(deposit_of(&c, caller).is_zero());
 
