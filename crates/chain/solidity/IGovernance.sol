@@ -12,8 +12,11 @@ pragma solidity ^0.8.20;
 /// proposal passes if the votes reach `governance.quorum_bps` of the snapshot's staked OPEN,
 /// veto votes do not exceed `governance.veto_threshold_bps` of all votes, and for-votes exceed
 /// `governance.threshold_bps` of for + against + veto. Rules are fixed when the proposal is made.
-/// Anyone may `execute` a passed proposal once `governance.timelock_blocks` have passed; all of
-/// its actions apply in one call or none does.
+/// Once `governance.timelock_blocks` have passed, the chain executes a passed proposal itself at
+/// the start of the next block (`executeReady`), and anyone may `execute` it too; all of its
+/// actions apply in one call or none does. A proposal whose automatic execution fails (e.g. the
+/// treasury is short) changes nothing, is reported by `AutoExecutionFailed` and stays
+/// executable by hand.
 interface IGovernance {
     // Vote choices (`support`): 0 against, 1 for, 2 abstain, 3 veto.
     // Proposal states (`state`): 0 active, 1 defeated, 2 vetoed, 3 queued (passed, timelock
@@ -25,6 +28,7 @@ interface IGovernance {
     event TreasurySpent(uint64 indexed proposalId, address indexed to, uint256 amount);
     event DepositRefunded(uint64 indexed proposalId, address indexed proposer, uint256 amount);
     event DepositForfeited(uint64 indexed proposalId, uint256 amount);
+    event AutoExecutionFailed(uint64 indexed proposalId, bytes reason);
 
     error WrongDeposit(uint256 required, uint256 paid);
     error UnknownParam(string name);
@@ -41,6 +45,7 @@ interface IGovernance {
     error NotExecutable(uint64 proposalId, uint8 state, uint64 executableBlock);
     error DepositAlreadySettled(uint64 proposalId);
     error TreasuryInsufficient(uint256 balance, uint256 needed);
+    error NotSystem(address caller);
 
     /// Creates a proposal; send exactly `governance.proposal_deposit` with it.
     /// `paramNames[i]` is set to `paramValues[i]`; `spendTo[i]` receives `spendAmounts[i]` wei
@@ -50,6 +55,10 @@ interface IGovernance {
     function vote(uint64 proposalId, uint8 support) external;
     /// Applies a passed proposal after its timelock, atomically, and refunds its deposit.
     function execute(uint64 proposalId) external;
+    /// Run by the chain (caller 0xff…fe) at the start of every block: executes the proposals
+    /// whose timelock has ended and settles the deposits of those that failed. Reverts for any
+    /// other caller.
+    function executeReady() external;
     /// After voting ends: refunds the deposit to the proposer, or sends it to the treasury if
     /// the proposal was vetoed.
     function settleDeposit(uint64 proposalId) external;

@@ -10,10 +10,12 @@ use crate::spec::ChainSpec;
 use crate::state::{BlockState, StateDiff, StateError, StateView};
 use crate::tx::RecoveredTx;
 use alloy_consensus::Transaction;
+use alloy_sol_types::SolCall;
+use openledger_primitives::addresses::{GOVERNANCE, SYSTEM};
 use openledger_primitives::{Address, B256, Bytes, U256};
 use revm::context::result::{EVMError, ExecutionResult, InvalidTransaction};
 use revm::context::{BlockEnv, Context};
-use revm::handler::{ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
+use revm::handler::{ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext, SystemCallCommitEvm};
 use revm::primitives::Log;
 
 /// Everything about the block being built that is not a transaction.
@@ -123,6 +125,15 @@ pub fn execute_block<V: StateView>(
             .with_block(block_env(ctx))
             .build_mainnet()
             .with_precompiles(OpenLedgerPrecompiles::new(spec.hardfork));
+        // Block-start hook: governance executes the proposals whose timelock ended, so what
+        // they change holds for every transaction of this block. It handles its own failures;
+        // a revert here would be a bug in the module, and the block goes on without it.
+        let ready = crate::modules::governance::IGovernance::executeReadyCall {}.abi_encode();
+        match evm.system_call_with_caller_commit(SYSTEM, GOVERNANCE, ready.into()) {
+            Ok(_) => {}
+            Err(EVMError::Database(e)) => return Err(ExecError::State(e)),
+            Err(e) => return Err(ExecError::Evm(format!("governance block hook: {e}"))),
+        }
         for tx in txs {
             if cumulative + tx.gas_limit() > ctx.gas_limit {
                 skipped.push(SkippedTx {

@@ -46,7 +46,8 @@ pub enum GovCommand {
         #[arg(value_parser = parse_support)]
         support: u8,
     },
-    /// Apply a passed proposal after its timelock.
+    /// Apply a passed proposal after its timelock by hand (the chain does it by itself at the
+    /// next block start; this retries one whose automatic execution failed).
     Execute { id: u64 },
     /// Refund a finished proposal's deposit (or forfeit it to the treasury if vetoed).
     Settle { id: u64 },
@@ -159,6 +160,10 @@ fn explain(e: RpcError) -> anyhow::Error {
             "the treasury holds {} OPEN, the proposal pays {} OPEN",
             format_open(e.balance),
             format_open(e.needed)
+        ),
+        Ok(E::NotSystem(e)) => format!(
+            "{} is not the chain; only the chain runs executeReady",
+            e.caller
         ),
         Err(_) => match IProtocolParams::IProtocolParamsErrors::abi_decode(&data) {
             Ok(IProtocolParams::IProtocolParamsErrors::OutOfBounds(p)) => format!(

@@ -35,3 +35,7 @@ pub const INFERENCE: Address = address!("0x0000000000000000000000000000000000000
 /// `Settlement`: batches of usage records paid out by attribution and the governed fee split
 /// (`ISettlement.sol`).
 pub const SETTLEMENT: Address = address!("0x0000000000000000000000000000000000000f07");
+
+/// The chain itself, as the caller of the block-start hooks it runs (revm's system address,
+/// which has no key): e.g. `Governance.executeReady`.
+pub const SYSTEM: Address = address!("0xfffffffffffffffffffffffffffffffffffffffe");

@@ -29,7 +29,7 @@ use super::{
     unknown_selector,
 };
 use alloy_sol_types::SolCall;
-use openledger_primitives::addresses::{GOVERNANCE, PROTOCOL_PARAMS, STAKING, TREASURY};
+use openledger_primitives::addresses::{GOVERNANCE, PROTOCOL_PARAMS, STAKING, SYSTEM, TREASURY};
 use openledger_primitives::{Address, Bytes, U256};
 
 mod abi {
@@ -107,6 +107,16 @@ const P_DESCRIPTION: u64 = 17;
 
 const FLAG_EXECUTED: u64 = 1;
 const FLAG_DEPOSIT_SETTLED: u64 = 2;
+/// The chain tried to execute it at a block start and it failed; it is left to `execute`.
+const FLAG_AUTO_FAILED: u64 = 4;
+
+/// Proposals `executeReady` looks at per block, from the oldest not yet final: bounds the
+/// hook's gas whatever the backlog.
+pub const AUTO_SCAN: u64 = 16;
+
+fn cursor_slot() -> U256 {
+    slot("governance.auto_cursor", &[])
+}
 
 fn proposal(id: u64) -> U256 {
     slot("proposal", &[&id.to_be_bytes()])
@@ -524,6 +534,58 @@ fn execute(
     Ok(Bytes::new())
 }
 
+/// The block-start hook: executes every proposal whose timelock has ended (each in its own
+/// call, so one failing changes nothing and does not stop the others) and settles the deposits
+/// of proposals that can no longer pass. A cursor skips the proposals already final.
+fn execute_ready(host: &mut dyn ModuleHost, call: &CallContext<'_>) -> Result<Bytes, ModuleError> {
+    let count = load_u64(host, count_slot())?;
+    let mut cursor = load_u64(host, cursor_slot())?.max(1);
+    let first = cursor;
+    let mut id = cursor;
+    while id <= count && id < first + AUTO_SCAN {
+        let mut p = Proposal::load(host, id)?;
+        let state = p.state(call.block_number);
+        let done = match state {
+            ProposalState::Executed => true,
+            ProposalState::Defeated | ProposalState::Vetoed => {
+                if p.flags & FLAG_DEPOSIT_SETTLED == 0 {
+                    p.settle_deposit(host, call.block_number)?;
+                }
+                true
+            }
+            ProposalState::Executable if p.flags & FLAG_AUTO_FAILED != 0 => true,
+            ProposalState::Executable => {
+                let execute = I::executeCall { proposalId: id }.abi_encode();
+                match host.call_module(GOVERNANCE, &execute) {
+                    Ok(_) => true,
+                    Err(ModuleError::Revert(reason)) => {
+                        p.flags |= FLAG_AUTO_FAILED;
+                        store_u64(host, field(proposal(id), P_FLAGS), p.flags)?;
+                        emit(
+                            host,
+                            I::AutoExecutionFailed {
+                                proposalId: id,
+                                reason,
+                            },
+                        )?;
+                        true
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            ProposalState::Active | ProposalState::Queued => false,
+        };
+        if done && id == cursor {
+            cursor += 1;
+        }
+        id += 1;
+    }
+    if cursor != first {
+        store_u64(host, cursor_slot(), cursor)?;
+    }
+    Ok(Bytes::new())
+}
+
 pub struct Governance;
 
 impl Module for Governance {
@@ -557,6 +619,14 @@ impl Module for Governance {
             I::executeCall::SELECTOR => {
                 let a = decode::<I::executeCall>(self.name(), input)?;
                 execute(host, call, a.proposalId)
+            }
+            I::executeReadyCall::SELECTOR => {
+                if call.caller != SYSTEM {
+                    return Err(ModuleError::revert(I::NotSystem {
+                        caller: call.caller,
+                    }));
+                }
+                execute_ready(host, call)
             }
             I::settleDepositCall::SELECTOR => {
                 let a = decode::<I::settleDepositCall>(self.name(), input)?;
@@ -736,6 +806,14 @@ mod tests {
         )
     }
 
+    /// Seals the next block with one plain transfer: the block-start hook runs before it.
+    fn tick(c: &mut Chain) -> ExecutedTxAlias {
+        let who = key(4);
+        let tx = c.send_to(who.address(), &who, vec![], U256::ZERO);
+        assert!(tx.success);
+        tx
+    }
+
     fn get(c: &Chain, id: u64) -> I::getProposalReturn {
         I::getProposalCall::abi_decode_returns(
             &c.view(I::getProposalCall { proposalId: id }.abi_encode()),
@@ -811,8 +889,8 @@ mod tests {
 
         c.advance(TIMELOCK);
         assert_eq!(get(&c, id).state, ProposalState::Executable as u8);
-        let done = execute(&mut c, &b, id);
-        assert!(done.success, "{:?}", done.output);
+        // Nobody calls `execute`: the chain runs it at the start of the next block.
+        tick(&mut c);
         let split = FeeSplit::read(&c.state).unwrap();
         assert_eq!(
             split,
@@ -1001,6 +1079,11 @@ mod tests {
             assert!(vote(&mut c, v, id, FOR).success);
         }
         c.advance(PERIOD + TIMELOCK + 1);
+        // The chain's own attempt at the block start fails and changes nothing but the
+        // proposal's record of it; the proposal stays executable by hand.
+        tick(&mut c);
+        assert_eq!(param(&c, STAKING_SLASH_BPS), U256::from(500));
+        assert_eq!(get(&c, id).state, ProposalState::Executable as u8);
         let state_before = c.state.clone();
         let failed = execute(&mut c, &b, id);
         let e = reverted_with::<I::TreasuryInsufficient>(&failed);
@@ -1058,7 +1141,10 @@ mod tests {
             }
         }
         c.advance(PERIOD + TIMELOCK + 1);
-        assert!(execute(&mut c, &b, first).success);
+        // Both are due in the same block: the first applies, the second fails alone.
+        tick(&mut c);
+        assert_eq!(get(&c, first).state, ProposalState::Executed as u8);
+        assert_eq!(get(&c, second).state, ProposalState::Executable as u8);
         let broken = execute(&mut c, &b, second);
         assert_eq!(
             reverted_with::<I::FeeSplitNotWhole>(&broken).sumBps,
@@ -1090,32 +1176,18 @@ mod tests {
             ProposalState::Defeated as u8,
             "no quorum"
         );
+        // The next block settles both deposits by itself: forfeited, refunded.
+        let treasury = c.balance(TREASURY);
+        let b_before = c.balance(b.address());
+        let block = tick(&mut c);
+        let base_fee = U256::from(block.gas_used); // base fee is 1 wei per gas in tests
+        assert_eq!(c.balance(TREASURY), treasury + open(DEPOSIT) + base_fee);
+        assert_eq!(c.balance(b.address()), b_before + open(DEPOSIT));
         let refused = execute(&mut c, &a, vetoed);
         assert_eq!(
             reverted_with::<I::NotExecutable>(&refused).state,
             ProposalState::Vetoed as u8
         );
-
-        let treasury = c.balance(TREASURY);
-        let settle = c.send(
-            &cc,
-            I::settleDepositCall { proposalId: vetoed }.abi_encode(),
-            U256::ZERO,
-        );
-        assert!(settle.success);
-        let base_fee = U256::from(settle.gas_used); // base fee is 1 wei per gas in tests
-        assert_eq!(c.balance(TREASURY), treasury + open(DEPOSIT) + base_fee);
-        let b_before = c.balance(b.address());
-        let settle = c.send(
-            &cc,
-            I::settleDepositCall {
-                proposalId: ignored,
-            }
-            .abi_encode(),
-            U256::ZERO,
-        );
-        assert!(settle.success);
-        assert_eq!(c.balance(b.address()), b_before + open(DEPOSIT));
         let twice = c.send(
             &cc,
             I::settleDepositCall {
@@ -1158,8 +1230,8 @@ mod tests {
         let treasury = c.balance(TREASURY);
         let payee_before = c.balance(payee.address());
         let supply_before = supply(&c);
-        let done = execute(&mut c, &cc, id);
-        assert!(done.success, "{:?}", done.output);
+        let done = tick(&mut c);
+        assert_eq!(get(&c, id).state, ProposalState::Executed as u8);
         // 5% of 60 bonded and of 40 unbonding.
         let s = IStaking::stakeOfCall::abi_decode_returns(
             &c.view_to(
@@ -1187,6 +1259,19 @@ mod tests {
             .abi_encode(),
         );
         assert_eq!(U256::from_be_slice(&power), open(57));
+    }
+
+    #[test]
+    fn only_the_chain_runs_the_block_hook_and_the_system_account_leaves_no_trace() {
+        let a = key(0);
+        let mut c = chain();
+        let forged = c.send(&a, I::executeReadyCall {}.abi_encode(), U256::ZERO);
+        assert_eq!(reverted_with::<I::NotSystem>(&forged).caller, a.address());
+        tick(&mut c);
+        assert!(
+            !c.state.accounts.contains_key(&SYSTEM),
+            "the hook's caller is not an account"
+        );
     }
 
     #[test]
