@@ -240,13 +240,19 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.equal(served.status, 200);
     const paid = await served.json();
     assert.equal(paid.choices[0].message.content, whole.choices[0].message.content, 'paying changes no answer');
-    const fee = BigInt(paid.usage.total_tokens) * 10n ** 12n; // 0.001 OPEN / 1000 tokens = 1e12 wei a token
+    // The published model is also served under its registry id, fetched from the blob store.
+    const afterPublish = await (await fetch(`${node.apiUrl}/v1/models`)).json();
+    assert.ok(afterPublish.data.some((m) => m.id === 'model-1'), JSON.stringify(afterPublish));
+    const byId = await (await paidAsk(key, { model: 'model-1' })).json();
+    assert.equal(byId.choices[0].message.content, whole.choices[0].message.content);
+    const fee = BigInt(paid.usage.total_tokens + byId.usage.total_tokens) * 10n ** 12n; // 0.001 OPEN / 1000 tokens = 1e12 wei a token
     const deposited = 10n ** 18n + 10n ** 11n;
     const depositOf = async () => BigInt((await cast('call', INFERENCE, 'depositOf(address)(uint256,uint256,uint64)', payer.address)).split('\n')[0].split(' ')[0]);
     await waitFor('the settlement of the paid request', async () => (await depositOf()) === deposited - fee, 60_000);
     // No attribution yet: the owner's 15% and the treasury the rest.
     const ownerEarned = BigInt((await cast('call', SETTLEMENT, 'earnings(address)(uint256)', owner.address)).split(' ')[0]);
-    assert.equal(ownerEarned, fee * 1500n / 10000n);
+    assert.equal(ownerEarned, BigInt(paid.usage.total_tokens) * 10n ** 12n * 1500n / 10000n
+      + BigInt(byId.usage.total_tokens) * 10n ** 12n * 1500n / 10000n);
     assert.match(await must(['earnings', 'show', owner.address, '--model', '1', ...endpoints()]), /from model 1: 0\.0000\d+ OPEN/);
     const shown = await must(['inference', 'show', payer.address, ...endpoints()]);
     assert.match(shown, /unsettled\s+0(\.0)? OPEN in 0 request/);

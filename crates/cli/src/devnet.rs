@@ -8,7 +8,7 @@ use openledger_chain::{ChainSpec, Genesis};
 use openledger_node::consensus::Mining;
 use openledger_node::rpc::RpcConfig;
 use openledger_node::{Node, NodeConfig};
-use openledger_primitives::{Address, DEFAULT_CHAIN_ID, U256, units::ONE_OPEN};
+use openledger_primitives::{Address, B256, DEFAULT_CHAIN_ID, U256, units::ONE_OPEN};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -276,6 +276,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             usage.clone(),
             Duration::from_secs(args.settle_interval.max(1)),
         );
+        let blobs = service.clone();
         let routes = openledger_dataservice::api::router(service)
             .merge(openledger_factory::api::router(factory.clone()))
             .merge(openlora::router(serving.clone()))
@@ -316,6 +317,7 @@ pub fn run(args: UpArgs) -> Result<()> {
             let jobs = factory.clone();
             let local_adapters = args.adapters.clone();
             let operator = key.address();
+            let adapters_dir = args.datadir.join("openlora").join("adapters");
             // Installing the model can mean a download; the chain does not wait for it.
             tokio::task::spawn_blocking(move || {
                 let loaded = crate::model::resolve(&store, &name).and_then(|path| {
@@ -333,6 +335,18 @@ pub fn run(args: UpArgs) -> Result<()> {
                             path.display()
                         );
                         // Every finished training job's adapter is served by its name.
+                        // The fine-tunes published on chain, fetched by hash from the blob
+                        // store, as `model-{id}`.
+                        let base_hash = match std::fs::read(&path) {
+                            Ok(bytes) => B256::from(*blake3::hash(&bytes).as_bytes()),
+                            Err(_) => B256::ZERO,
+                        };
+                        let published = Arc::new(crate::published::PublishedAdapters::new(
+                            &rpc_url,
+                            blobs,
+                            adapters_dir,
+                            base_hash,
+                        ));
                         let listed = jobs.clone();
                         let adapters: openlora::registry::Source = Box::new(move || {
                             listed.list()
@@ -341,7 +355,13 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 .map(|j| (j.name.clone(), listed.adapter_dir(j.id)))
                                 .collect()
                         });
-                        let mut sources = vec![adapters];
+                        let on_chain = published.clone();
+                        let mut sources = vec![
+                            adapters,
+                            Box::new(move || {
+                                on_chain.list().into_iter().map(|p| (p.name, p.dir)).collect()
+                            }),
+                        ];
                         if let Some(dir) = local_adapters.clone() {
                             sources.push(Box::new(move || peft_dirs(&dir)));
                         }
@@ -355,6 +375,13 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 .find(|j| j.name == name)
                                 .and_then(|j| j.result.map(|r| r.adapter_hash));
                             job.or_else(|| {
+                                published
+                                    .list()
+                                    .into_iter()
+                                    .find(|p| p.name == name)
+                                    .map(|p| p.adapter_hash)
+                            })
+                            .or_else(|| {
                                 let dir = priced_dir.as_ref()?.join(name);
                                 crate::billing::peft_adapter_hash(&dir)
                             })

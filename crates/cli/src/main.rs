@@ -15,6 +15,7 @@ mod gov;
 mod inference;
 mod model;
 mod proof;
+mod published;
 mod stake;
 mod train;
 mod wallet;

@@ -184,11 +184,23 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Runs `f` on the blocking pool: adapter sources may read disk or ask the chain.
+async fn off_thread<T: Send + 'static>(
+    slot: &Slot,
+    f: impl FnOnce(&Serving) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    serving(slot)?;
+    let slot = slot.clone();
+    tokio::task::spawn_blocking(move || f(slot.get().expect("checked above")))
+        .await
+        .map_err(|e| LlmError::Compute(e.to_string()).into())
+}
+
 async fn models(State(slot): State<Slot>) -> Result<Response, ApiError> {
     let s = serving(&slot)?;
     let mut data =
         vec![json!({"id": s.base_name, "object": "model", "created": 0, "owned_by": "openledger"})];
-    for name in s.adapters.names() {
+    for name in off_thread(&slot, |s| s.adapters.names()).await? {
         data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "openledger", "parent": s.base_name}));
     }
     Ok(Json(json!({"object": "list", "data": data})).into_response())
@@ -590,8 +602,8 @@ fn rand_bits() -> u64 {
 
 /// Adapter admin: every adapter with its cache state.
 async fn adapters(State(slot): State<Slot>) -> Result<Response, ApiError> {
-    let s = serving(&slot)?;
-    Ok(Json(json!({"object": "list", "data": s.adapters.states()})).into_response())
+    let states = off_thread(&slot, |s| s.adapters.states()).await?;
+    Ok(Json(json!({"object": "list", "data": states})).into_response())
 }
 
 /// Adapter admin: `load`, `unload`, `pin`, `unpin`.
@@ -632,9 +644,8 @@ async fn adapter_action(
     if !found {
         return Err(not_found(&name));
     }
-    let state = serving(&slot)?
-        .adapters
-        .states()
+    let state = off_thread(&slot, |s| s.adapters.states())
+        .await?
         .into_iter()
         .find(|a| a.id == name);
     Ok(Json(json!(state)).into_response())
