@@ -148,6 +148,14 @@ describe('Staking and Governance via cast and the CLI', { skip: IS_ANVIL && 'Ope
     assert.match(shown, /for\s+600(\.0)?\n/);
     assert.match(shown, /set\s+settlement\.contributors_bps = 6000/);
     assert.match(shown, /voted for with 200(\.0)? OPEN/);
+    // …and over HTTP, live.
+    const overHttp = await (await fetch(`${node.apiUrl}/v1/governance/proposals/1`)).json();
+    assert.equal(overHttp.state, 'active');
+    assert.equal(overHttp.tally.for, '600000000000000000000');
+    assert.deepEqual(overHttp.actions.params[0], { name: 'settlement.contributors_bps', value: '6000' });
+    const listed = await (await fetch(`${node.apiUrl}/v1/governance/proposals`)).json();
+    assert.equal(listed.data.length, 1);
+    assert.equal((await fetch(`${node.apiUrl}/v1/governance/proposals/9`)).status, 404);
     const tally = await cast('call', GOVERNANCE, GET_PROPOSAL, '1');
     assert.ok(tally.includes('600000000000000000000 [6e20]'), tally);
 
@@ -172,6 +180,8 @@ describe('Staking and Governance via cast and the CLI', { skip: IS_ANVIL && 'Ope
     assert.deepEqual(split, { contributors: '6000', validators: '2000', model_owner: '1500', treasury: '500' });
     assert.match(await ol('gov', 'show', '1'), /state\s+executed/);
     assert.match(await ol('gov', 'params'), /settlement\.contributors_bps\s+6000/);
+    const params = await (await fetch(`${node.apiUrl}/v1/governance/params`)).json();
+    assert.equal(params['settlement.validators_bps'], '2000');
     // Executing it by hand now is refused, readably.
     out = await castFails('send', '--private-key', d.privateKey, GOVERNANCE, 'execute(uint64)', '1');
     assert.match(out, /NotExecutable|execution reverted/);

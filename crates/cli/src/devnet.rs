@@ -284,7 +284,8 @@ pub fn run(args: UpArgs) -> Result<()> {
                 api_keys.clone(),
                 usage.clone(),
                 key.address(),
-            ));
+            ))
+            .merge(crate::gov::router(rpc_url.clone()));
         let api = tokio::spawn(async move { axum::serve(listener, routes).await });
         println!("OpenLedger devnet");
         println!("  chain id:    {}", args.chain_id);

@@ -418,3 +418,128 @@ mod tests {
         assert_eq!(state_name(9), "?");
     }
 }
+
+/// A proposal with its live tally and actions, as the HTTP API shows it. Amounts are wei as
+/// decimal strings (JSON numbers lose precision past 2⁵³).
+pub fn proposal_json(client: &RpcClient, id: u64) -> Result<serde_json::Value> {
+    let p = view(
+        client,
+        GOVERNANCE,
+        IGovernance::getProposalCall { proposalId: id },
+        explain,
+    )?;
+    let a = view(
+        client,
+        GOVERNANCE,
+        IGovernance::proposalActionsCall { proposalId: id },
+        explain,
+    )?;
+    let wei = |v: &U256| v.to_string();
+    Ok(serde_json::json!({
+        "id": id,
+        "proposer": p.proposer,
+        "description": p.description,
+        "state": state_name(p.state),
+        "snapshot_block": p.snapshotBlock,
+        "end_block": p.endBlock,
+        "executable_block": p.executableBlock,
+        "deposit": wei(&p.deposit),
+        "tally": {
+            "for": wei(&p.forVotes),
+            "against": wei(&p.againstVotes),
+            "abstain": wei(&p.abstainVotes),
+            "veto": wei(&p.vetoVotes),
+            "quorum": wei(&p.quorumVotes),
+        },
+        "actions": {
+            "params": a.paramNames.iter().zip(&a.paramValues)
+                .map(|(n, v)| serde_json::json!({"name": n, "value": wei(v)})).collect::<Vec<_>>(),
+            "spends": a.spendTo.iter().zip(&a.spendAmounts)
+                .map(|(to, v)| serde_json::json!({"to": to, "amount": wei(v)})).collect::<Vec<_>>(),
+            "slashes": a.slashAccounts,
+        },
+    }))
+}
+
+/// Every proposal, newest first.
+pub fn proposals_json(client: &RpcClient) -> Result<serde_json::Value> {
+    let n = view(
+        client,
+        GOVERNANCE,
+        IGovernance::proposalCountCall {},
+        explain,
+    )?;
+    let list = (1..=n)
+        .rev()
+        .map(|id| proposal_json(client, id))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(serde_json::json!({ "object": "list", "data": list }))
+}
+
+/// Every protocol parameter and its value.
+pub fn params_json(client: &RpcClient) -> Result<serde_json::Value> {
+    let all = view(
+        client,
+        PROTOCOL_PARAMS,
+        IProtocolParams::allCall {},
+        explain,
+    )?;
+    let map: serde_json::Map<String, serde_json::Value> = all
+        .names
+        .into_iter()
+        .zip(all.values)
+        .map(|(n, v)| (n, serde_json::Value::String(v.to_string())))
+        .collect();
+    Ok(serde_json::Value::Object(map))
+}
+
+/// `GET /v1/governance/proposals`, `/v1/governance/proposals/{id}` (live tallies) and
+/// `/v1/governance/params`, read from the node's chain.
+pub fn router(rpc_url: String) -> axum::Router {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::get;
+    async fn answer(
+        rpc: String,
+        f: impl FnOnce(&RpcClient) -> Result<serde_json::Value> + Send + 'static,
+    ) -> Response {
+        let out = tokio::task::spawn_blocking(move || {
+            f(&RpcClient::with_timeout(&rpc, Duration::from_secs(10)))
+        })
+        .await;
+        match out {
+            Ok(Ok(v)) => axum::Json(v).into_response(),
+            Ok(Err(e)) => {
+                let text = format!("{e:#}");
+                let status = if text.contains("does not exist") {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                (
+                    status,
+                    axum::Json(serde_json::json!({"error": {"message": text}})),
+                )
+                    .into_response()
+            }
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    axum::Router::new()
+        .route(
+            "/v1/governance/proposals",
+            get(|State(rpc): State<String>| answer(rpc, proposals_json)),
+        )
+        .route(
+            "/v1/governance/proposals/{id}",
+            get(|State(rpc): State<String>, Path(id): Path<u64>| {
+                answer(rpc, move |c| proposal_json(c, id))
+            }),
+        )
+        .route(
+            "/v1/governance/params",
+            get(|State(rpc): State<String>| answer(rpc, params_json)),
+        )
+        .with_state(rpc_url)
+}

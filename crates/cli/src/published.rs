@@ -108,7 +108,11 @@ impl PublishedAdapters {
             .blobs
             .blob(&model.adapterHash)
             .with_context(|| format!("adapter {} of model {id}", model.adapterHash))?;
-        write_peft_dir(&dir, &serde_json::to_vec_pretty(&manifest.adapter.config)?, &weights)?;
+        write_peft_dir(
+            &dir,
+            &serde_json::to_vec_pretty(&manifest.adapter.config)?,
+            &weights,
+        )?;
         Ok(Some(published))
     }
 }
@@ -120,7 +124,9 @@ fn write_peft_dir(dir: &Path, config: &[u8], weights: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot create {}", parent.display()))?;
     let tmp = parent.join(format!(
         ".tmp-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("adapter")
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("adapter")
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
