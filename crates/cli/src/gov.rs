@@ -390,35 +390,6 @@ pub fn run(cmd: GovCommand, signing: Signing) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proposal_arguments_parse_or_say_what_is_wrong() {
-        assert_eq!(
-            parse_param("settlement.treasury_bps=500").unwrap(),
-            ("settlement.treasury_bps".to_string(), U256::from(500))
-        );
-        assert!(parse_param("settlement.treasury_bps").is_err());
-        assert!(parse_param("x=-1").is_err());
-        let (to, amount) = parse_spend("0x70997970C51812dc3A010C7d01b50e0d17dc79C8=1.5").unwrap();
-        assert_eq!(
-            to,
-            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-                .parse::<Address>()
-                .unwrap()
-        );
-        assert_eq!(amount, U256::from(1_500_000_000_000_000_000u128));
-        assert!(parse_spend("nobody=1").is_err());
-        assert_eq!(parse_support("veto").unwrap(), VETO);
-        assert_eq!(parse_support("no").unwrap(), AGAINST);
-        assert!(parse_support("maybe").is_err());
-        assert_eq!(state_name(ProposalState::Queued as u8), "queued");
-        assert_eq!(state_name(9), "?");
-    }
-}
-
 /// A proposal with its live tally and actions, as the HTTP API shows it. Amounts are wei as
 /// decimal strings (JSON numbers lose precision past 2⁵³).
 pub fn proposal_json(client: &RpcClient, id: u64) -> Result<serde_json::Value> {
@@ -542,4 +513,33 @@ pub fn router(rpc_url: String) -> axum::Router {
             get(|State(rpc): State<String>| answer(rpc, params_json)),
         )
         .with_state(rpc_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proposal_arguments_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            parse_param("settlement.treasury_bps=500").unwrap(),
+            ("settlement.treasury_bps".to_string(), U256::from(500))
+        );
+        assert!(parse_param("settlement.treasury_bps").is_err());
+        assert!(parse_param("x=-1").is_err());
+        let (to, amount) = parse_spend("0x70997970C51812dc3A010C7d01b50e0d17dc79C8=1.5").unwrap();
+        assert_eq!(
+            to,
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+                .parse::<Address>()
+                .unwrap()
+        );
+        assert_eq!(amount, U256::from(1_500_000_000_000_000_000u128));
+        assert!(parse_spend("nobody=1").is_err());
+        assert_eq!(parse_support("veto").unwrap(), VETO);
+        assert_eq!(parse_support("no").unwrap(), AGAINST);
+        assert!(parse_support("maybe").is_err());
+        assert_eq!(state_name(ProposalState::Queued as u8), "queued");
+        assert_eq!(state_name(9), "?");
+    }
 }
