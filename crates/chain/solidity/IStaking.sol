@@ -17,6 +17,7 @@ interface IStaking {
     event DelegateChanged(address indexed staker, address indexed fromDelegate, address indexed toDelegate, uint256 amount);
     event VotingPowerChanged(address indexed account, uint256 oldPower, uint256 newPower);
     event RewardsFunded(address indexed funder, uint256 amount, uint256 rewardPerToken);
+    event BlockRewardsAccrued(uint64 indexed blockNumber, uint256 amount, uint256 rewardPerToken);
     event RewardsClaimed(address indexed staker, uint256 amount);
     event Slashed(address indexed account, uint256 amount, uint256 fractionBps);
 
@@ -28,6 +29,7 @@ interface IStaking {
     error AlreadyDelegated(address delegatee);
     error TooManyUnbonding(uint64 max);
     error NotGovernance(address caller);
+    error NotSystem(address caller);
     error FutureBlock(uint64 blockNumber, uint64 currentBlock);
 
     /// Stakes the OPEN sent with the call.
@@ -44,6 +46,11 @@ interface IStaking {
     function claimRewards() external returns (uint256 amount);
     /// Shares the OPEN sent with the call among current stakers, pro rata.
     function fundRewards() external payable;
+    /// Run by the chain (caller 0xff…fe) at the end of every block: accrues
+    /// `staking.block_fee_share_bps` of the block's base fees to the stakers (nothing when
+    /// nobody stakes) and returns the amount, which the chain then moves here instead of to
+    /// the treasury. Reverts for any other caller.
+    function accrueBlockRewards(uint256 blockFees) external returns (uint256 accrued);
     /// Governance only: moves `staking.slash_bps` of the account's bonded and unbonding stake
     /// to the treasury.
     function slash(address account) external returns (uint256 amount);

@@ -11,7 +11,7 @@ use crate::state::{BlockState, StateDiff, StateError, StateView};
 use crate::tx::RecoveredTx;
 use alloy_consensus::Transaction;
 use alloy_sol_types::SolCall;
-use openledger_primitives::addresses::{GOVERNANCE, SYSTEM};
+use openledger_primitives::addresses::{GOVERNANCE, STAKING, SYSTEM};
 use openledger_primitives::{Address, B256, Bytes, U256};
 use revm::context::result::{EVMError, ExecutionResult, InvalidTransaction};
 use revm::context::{BlockEnv, Context};
@@ -58,7 +58,8 @@ pub struct ExecutedBlock {
     pub txs: Vec<ExecutedTx>,
     pub skipped: Vec<SkippedTx>,
     pub gas_used: u64,
-    /// Base fees paid by the block's transactions, credited to the treasury.
+    /// Base fees paid by the block's transactions: the stakers' share (`staking.block_fee_share_bps`)
+    /// goes to the Staking module, the rest to the treasury.
     pub treasury_fees: U256,
     pub diff: StateDiff,
 }
@@ -115,6 +116,7 @@ pub fn execute_block<V: StateView>(
     let mut skipped = Vec::new();
     let mut cumulative = 0u64;
     let mut treasury_fees = U256::ZERO;
+    let staker_fees;
     {
         let mut evm = Context::mainnet()
             .with_db(&mut state)
@@ -180,9 +182,24 @@ pub fn execute_block<V: StateView>(
                 output,
             });
         }
+        // Block-end hook: Staking accrues its share of the block's base fees to the stakers.
+        let accrue = crate::modules::staking::IStaking::accrueBlockRewardsCall {
+            blockFees: treasury_fees,
+        }
+        .abi_encode();
+        staker_fees = match evm.system_call_with_caller_commit(SYSTEM, STAKING, accrue.into()) {
+            Ok(ExecutionResult::Success { output, .. }) if output.data().len() == 32 => {
+                U256::from_be_slice(output.data()).min(treasury_fees)
+            }
+            Ok(_) => U256::ZERO,
+            Err(EVMError::Database(e)) => return Err(ExecError::State(e)),
+            Err(e) => return Err(ExecError::Evm(format!("staking block hook: {e}"))),
+        };
     }
-    // Ethereum burns the base fee; OpenLedger pays it to the treasury, once per block.
-    state.credit(spec.treasury, treasury_fees)?;
+    // Ethereum burns the base fee; OpenLedger pays it to the stakers (the share the Staking
+    // module accrued above) and the treasury, once per block.
+    state.credit(STAKING, staker_fees)?;
+    state.credit(spec.treasury, treasury_fees - staker_fees)?;
     Ok(ExecutedBlock {
         txs: included,
         skipped,

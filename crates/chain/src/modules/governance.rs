@@ -715,7 +715,8 @@ impl Module for Governance {
 mod tests {
     use super::super::protocol_params::{
         self, SETTLEMENT_CONTRIBUTORS_BPS, SETTLEMENT_MODEL_OWNER_BPS, SETTLEMENT_TREASURY_BPS,
-        SETTLEMENT_VALIDATORS_BPS, STAKING_SLASH_BPS, STAKING_UNBONDING_BLOCKS,
+        SETTLEMENT_VALIDATORS_BPS, STAKING_BLOCK_FEE_SHARE_BPS, STAKING_SLASH_BPS,
+        STAKING_UNBONDING_BLOCKS,
     };
     use super::super::test_chain::{Chain, reverted_with};
     use super::*;
@@ -742,6 +743,8 @@ mod tests {
                 (GOVERNANCE_VOTING_PERIOD_BLOCKS.into(), U256::from(PERIOD)),
                 (GOVERNANCE_TIMELOCK_BLOCKS.into(), U256::from(TIMELOCK)),
                 (STAKING_UNBONDING_BLOCKS.into(), U256::from(100)),
+                // Block fees stay with the treasury, so balances here are exact.
+                (STAKING_BLOCK_FEE_SHARE_BPS.into(), U256::ZERO),
             ],
             ..Default::default()
         };

@@ -50,6 +50,7 @@ pub const SETTLEMENT_TREASURY_BPS: &str = "settlement.treasury_bps";
 pub const INFERENCE_WITHDRAW_DELAY_BLOCKS: &str = "inference.withdraw_delay_blocks";
 pub const STAKING_UNBONDING_BLOCKS: &str = "staking.unbonding_blocks";
 pub const STAKING_SLASH_BPS: &str = "staking.slash_bps";
+pub const STAKING_BLOCK_FEE_SHARE_BPS: &str = "staking.block_fee_share_bps";
 pub const GOVERNANCE_VOTING_PERIOD_BLOCKS: &str = "governance.voting_period_blocks";
 pub const GOVERNANCE_QUORUM_BPS: &str = "governance.quorum_bps";
 pub const GOVERNANCE_THRESHOLD_BPS: &str = "governance.threshold_bps";
@@ -85,6 +86,7 @@ pub const FEE_SPLIT_PARAMS: [&str; 4] = [
 /// | `inference.withdraw_delay_blocks` | 100 | 1 – 1,000,000 |
 /// | `staking.unbonding_blocks` | 50,400 | 1 – 10,000,000 |
 /// | `staking.slash_bps` | 500 | 0 – 10,000 |
+/// | `staking.block_fee_share_bps` | 5,000 | 0 – 10,000 |
 /// | `governance.voting_period_blocks` | 20,160 | 10 – 10,000,000 |
 /// | `governance.quorum_bps` | 3,340 | 1 – 10,000 |
 /// | `governance.threshold_bps` | 5,000 | 1 – 9,999 |
@@ -176,6 +178,13 @@ pub fn registry() -> Vec<ParamSpec> {
             0,
             BPS,
             "share of an account's stake (bonded and unbonding) a governance slash takes",
+        ),
+        p(
+            STAKING_BLOCK_FEE_SHARE_BPS,
+            5_000,
+            0,
+            BPS,
+            "share of every block's base fees paid to stakers (the rest goes to the treasury)",
         ),
         p(
             GOVERNANCE_VOTING_PERIOD_BLOCKS,

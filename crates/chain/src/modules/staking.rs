@@ -17,14 +17,16 @@
 //! - **Unbonding** requests form a per-account queue (at most [`MAX_UNBONDING`] pending);
 //!   `withdraw` pays the matured ones from the head.
 
-use super::protocol_params::{BPS, ProtocolParams, STAKING_SLASH_BPS, STAKING_UNBONDING_BLOCKS};
+use super::protocol_params::{
+    BPS, ProtocolParams, STAKING_BLOCK_FEE_SHARE_BPS, STAKING_SLASH_BPS, STAKING_UNBONDING_BLOCKS,
+};
 use super::storage::{field, load_address, load_u64, slot, store_address, store_u64};
 use super::{
     CallContext, Module, ModuleError, ModuleHost, decode, emit, encode_u256, non_payable, selector,
     unknown_selector,
 };
 use alloy_sol_types::{SolCall, SolValue};
-use openledger_primitives::addresses::{GOVERNANCE, STAKING, TREASURY};
+use openledger_primitives::addresses::{GOVERNANCE, STAKING, SYSTEM, TREASURY};
 use openledger_primitives::{Address, Bytes, U256};
 
 mod abi {
@@ -287,6 +289,20 @@ fn unbonding(
     Ok(out)
 }
 
+/// Shares `amount` among the bonded stake (the module must hold or be about to receive it);
+/// the new reward per token, or `None` when nobody stakes.
+fn add_rewards(host: &mut dyn ModuleHost, amount: U256) -> Result<Option<U256>, ModuleError> {
+    let total = host.sload(total_slot())?;
+    if total.is_zero() {
+        return Ok(None);
+    }
+    let numerator = amount * U256::from(REWARD_SCALE) + host.sload(reward_remainder_slot())?;
+    let acc = host.sload(reward_per_token_slot())? + numerator / total;
+    host.sstore(reward_per_token_slot(), acc)?;
+    host.sstore(reward_remainder_slot(), numerator % total)?;
+    Ok(Some(acc))
+}
+
 fn pending_rewards(host: &mut dyn ModuleHost, who: Address) -> Result<U256, ModuleError> {
     let s = staker(who);
     let acc = host.sload(reward_per_token_slot())?;
@@ -467,15 +483,8 @@ impl Module for Staking {
                 if call.value.is_zero() {
                     return Err(ModuleError::revert(I::ZeroAmount {}));
                 }
-                let total = host.sload(total_slot())?;
-                if total.is_zero() {
-                    return Err(ModuleError::revert(I::NoStakers {}));
-                }
-                let numerator =
-                    call.value * U256::from(REWARD_SCALE) + host.sload(reward_remainder_slot())?;
-                let acc = host.sload(reward_per_token_slot())? + numerator / total;
-                host.sstore(reward_per_token_slot(), acc)?;
-                host.sstore(reward_remainder_slot(), numerator % total)?;
+                let acc =
+                    add_rewards(host, call.value)?.ok_or(ModuleError::revert(I::NoStakers {}))?;
                 emit(
                     host,
                     I::RewardsFunded {
@@ -485,6 +494,31 @@ impl Module for Staking {
                     },
                 )?;
                 Ok(Bytes::new())
+            }
+            I::accrueBlockRewardsCall::SELECTOR => {
+                if caller != SYSTEM {
+                    return Err(ModuleError::revert(I::NotSystem { caller }));
+                }
+                let a = decode::<I::accrueBlockRewardsCall>(self.name(), input)?;
+                let bps = ProtocolParams::read_from(host, STAKING_BLOCK_FEE_SHARE_BPS)?;
+                let share = a.blockFees * bps / U256::from(BPS);
+                if share.is_zero() {
+                    return Ok(encode_u256(U256::ZERO));
+                }
+                match add_rewards(host, share)? {
+                    None => Ok(encode_u256(U256::ZERO)),
+                    Some(acc) => {
+                        emit(
+                            host,
+                            I::BlockRewardsAccrued {
+                                blockNumber: block,
+                                amount: share,
+                                rewardPerToken: acc,
+                            },
+                        )?;
+                        Ok(encode_u256(share))
+                    }
+                }
             }
             I::slashCall::SELECTOR => {
                 let a = decode::<I::slashCall>(self.name(), input)?;
@@ -596,13 +630,63 @@ mod tests {
     }
 
     /// Five funded accounts (1,000 OPEN each) and a 5-block unbonding period.
+    /// Block fees stay with the treasury here, so balances are exact; the block reward has a
+    /// test of its own.
     fn chain() -> Chain {
+        chain_with_fee_share(0)
+    }
+
+    fn chain_with_fee_share(bps: u64) -> Chain {
         let genesis = Genesis {
             alloc: (0..5).map(|i| (key(i).address(), open(1_000))).collect(),
-            params: vec![(STAKING_UNBONDING_BLOCKS.into(), U256::from(5))],
+            params: vec![
+                (STAKING_UNBONDING_BLOCKS.into(), U256::from(5)),
+                (STAKING_BLOCK_FEE_SHARE_BPS.into(), U256::from(bps)),
+            ],
             ..Default::default()
         };
         Chain::with_genesis(STAKING, &genesis)
+    }
+
+    #[test]
+    fn stakers_earn_their_share_of_every_blocks_base_fees() {
+        let (a, b) = (key(0), key(1));
+        let mut c = chain_with_fee_share(4_000);
+        // Nobody stakes yet: the whole base fee goes to the treasury.
+        let treasury = c.balance(TREASURY);
+        let first = c.send_to(key(2).address(), &key(2), vec![], U256::ZERO);
+        assert!(first.success);
+        assert_eq!(c.balance(TREASURY) - treasury, U256::from(first.gas_used));
+        stake(&mut c, &a, open(100));
+        stake(&mut c, &b, open(300));
+
+        // From now on 40% of each block's base fee (1 wei per gas here) accrues to the stake.
+        let (treasury, held) = (c.balance(TREASURY), c.balance(STAKING));
+        let pending = |c: &Chain| {
+            (
+                stake_of(c, a.address()).pendingRewards,
+                stake_of(c, b.address()).pendingRewards,
+            )
+        };
+        let (a0, b0) = pending(&c);
+        let tx = c.send_to(key(2).address(), &key(2), vec![], U256::ZERO);
+        let fees = U256::from(tx.gas_used);
+        let share = fees * U256::from(4_000u64) / U256::from(BPS);
+        assert_eq!(c.balance(STAKING) - held, share);
+        assert_eq!(c.balance(TREASURY) - treasury, fees - share);
+        // Shared 1 : 3 by stake; what rounding leaves is carried, never created.
+        let (a1, b1) = pending(&c);
+        let (ra, rb) = (a1 - a0, b1 - b0);
+        assert!(ra + rb <= share && share - (ra + rb) <= U256::from(2u64));
+        assert!(rb >= ra * U256::from(3u64) - U256::from(3u64));
+
+        // Only the chain runs the hook.
+        let forged = c.send(
+            &a,
+            I::accrueBlockRewardsCall { blockFees: open(1) }.abi_encode(),
+            U256::ZERO,
+        );
+        assert_eq!(reverted_with::<I::NotSystem>(&forged).caller, a.address());
     }
 
     fn supply(c: &Chain) -> U256 {
