@@ -75,6 +75,10 @@ fn explain(e: RpcError) -> anyhow::Error {
             e.max
         ),
         E::NotGovernance(e) => format!("{} is not the governance module", e.caller),
+        E::NotSystem(e) => format!(
+            "{} is not the chain; only the chain accrues block rewards",
+            e.caller
+        ),
         E::FutureBlock(e) => format!(
             "block {} is not in the past (current {})",
             e.blockNumber, e.currentBlock
