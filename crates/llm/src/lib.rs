@@ -16,6 +16,7 @@ pub mod config;
 pub mod generate;
 pub mod gguf_check;
 pub mod hf;
+pub mod influence;
 pub mod lora;
 pub mod merge;
 pub mod model;

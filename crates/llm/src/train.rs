@@ -36,7 +36,7 @@ impl Example {
 
 /// Examples laid out in rows of at most `seq_len` tokens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct PackedRow {
+pub(crate) struct PackedRow {
     tokens: Vec<u32>,
     trained: Vec<bool>,
     positions: Vec<u32>,
@@ -44,6 +44,13 @@ struct PackedRow {
 }
 
 impl PackedRow {
+    /// A row holding one example alone.
+    pub(crate) fn single(example: &Example) -> Self {
+        let mut row = Self::default();
+        row.push(example);
+        row
+    }
+
     fn push(&mut self, example: &Example) {
         let segment = self.segments.last().map_or(0, |s| s + 1);
         self.tokens.extend_from_slice(&example.tokens);
@@ -334,6 +341,57 @@ pub enum RunOutcome {
     Stopped,
 }
 
+/// Summed next-token loss of `rows` and the number of tokens it covers.
+pub(crate) fn rows_loss(
+    model: &Llama,
+    rows: &[&PackedRow],
+    dropout: Option<&Dropout>,
+    adapter: &LoraAdapter,
+) -> Result<(Tensor, usize), LlmError> {
+    let len = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+    let mut batch = TrainBatch {
+        rows: rows.len(),
+        len,
+        tokens: Vec::with_capacity(rows.len() * len),
+        positions: Vec::with_capacity(rows.len() * len),
+        segments: Vec::with_capacity(rows.len() * len),
+    };
+    let mut picked: Vec<u32> = Vec::new();
+    let mut targets: Vec<u32> = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        let pad = len - row.tokens.len();
+        batch.tokens.extend_from_slice(&row.tokens);
+        batch.tokens.extend(std::iter::repeat_n(0, pad));
+        batch.positions.extend_from_slice(&row.positions);
+        batch.positions.extend(std::iter::repeat_n(0, pad));
+        batch.segments.extend_from_slice(&row.segments);
+        // Padding gets segments of its own, so it attends only to itself.
+        batch.segments.extend((0..pad as u32).map(|i| u32::MAX - i));
+        for i in 0..row.tokens.len().saturating_sub(1) {
+            if row.segments[i] == row.segments[i + 1] && row.trained[i + 1] {
+                picked.push((r * len + i) as u32);
+                targets.push(row.tokens[i + 1]);
+            }
+        }
+    }
+    let hidden = model.forward_train(&batch, adapter, dropout)?;
+    let count = picked.len();
+    let device = model.device();
+    let compute = || -> candle_core::Result<Tensor> {
+        let hidden = hidden.reshape((rows.len() * len, ()))?;
+        let picked = Tensor::new(picked.as_slice(), device)?;
+        // Only positions that carry loss go through the (large) vocabulary projection.
+        let chosen = hidden.index_select(&picked, 0)?;
+        let logits = model
+            .project_to_vocab(&chosen)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets = Tensor::new(targets.as_slice(), device)?.unsqueeze(1)?;
+        log_probs.gather(&targets, 1)?.sum_all()?.neg()
+    };
+    Ok((compute().map_err(candle)?, count))
+}
+
 struct Param {
     name: String,
     var: Var,
@@ -457,56 +515,13 @@ impl<'m> Trainer<'m> {
         order
     }
 
-    /// Summed next-token loss of `rows` and the number of tokens it covers.
     fn batch_loss(
         &self,
         rows: &[&PackedRow],
         dropout: Option<&Dropout>,
         adapter: &LoraAdapter,
     ) -> Result<(Tensor, usize), LlmError> {
-        let len = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
-        let mut batch = TrainBatch {
-            rows: rows.len(),
-            len,
-            tokens: Vec::with_capacity(rows.len() * len),
-            positions: Vec::with_capacity(rows.len() * len),
-            segments: Vec::with_capacity(rows.len() * len),
-        };
-        let mut picked: Vec<u32> = Vec::new();
-        let mut targets: Vec<u32> = Vec::new();
-        for (r, row) in rows.iter().enumerate() {
-            let pad = len - row.tokens.len();
-            batch.tokens.extend_from_slice(&row.tokens);
-            batch.tokens.extend(std::iter::repeat_n(0, pad));
-            batch.positions.extend_from_slice(&row.positions);
-            batch.positions.extend(std::iter::repeat_n(0, pad));
-            batch.segments.extend_from_slice(&row.segments);
-            // Padding gets segments of its own, so it attends only to itself.
-            batch.segments.extend((0..pad as u32).map(|i| u32::MAX - i));
-            for i in 0..row.tokens.len().saturating_sub(1) {
-                if row.segments[i] == row.segments[i + 1] && row.trained[i + 1] {
-                    picked.push((r * len + i) as u32);
-                    targets.push(row.tokens[i + 1]);
-                }
-            }
-        }
-        let hidden = self.model.forward_train(&batch, adapter, dropout)?;
-        let count = picked.len();
-        let device = self.model.device();
-        let compute = || -> candle_core::Result<Tensor> {
-            let hidden = hidden.reshape((rows.len() * len, ()))?;
-            let picked = Tensor::new(picked.as_slice(), device)?;
-            // Only positions that carry loss go through the (large) vocabulary projection.
-            let chosen = hidden.index_select(&picked, 0)?;
-            let logits = self
-                .model
-                .project_to_vocab(&chosen)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-            let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let targets = Tensor::new(targets.as_slice(), device)?.unsqueeze(1)?;
-            log_probs.gather(&targets, 1)?.sum_all()?.neg()
-        };
-        Ok((compute().map_err(candle)?, count))
+        rows_loss(self.model, rows, dropout, adapter)
     }
 
     /// One optimizer step over `micro_batch × grad_accum` rows.

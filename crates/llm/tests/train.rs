@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+use openledger_llm::influence::{GradientProbe, Sketch, datainf, tracin};
 use openledger_llm::testing::{TinyConfig, tiny_llama_gguf};
 use openledger_llm::train::{Example, RunOutcome, Schedule, TrainConfig, TrainEvent, Trainer};
 use openledger_llm::{
@@ -201,6 +202,28 @@ fn fine_tuning_learns_planted_facts() {
         }
     }
     assert_eq!(right, FACTS.len(), "all planted answers come out");
+
+    // Gradient attribution: each answer is traced back to the example that taught it.
+    let probe = GradientProbe::new(&model.llama, &adapter).unwrap();
+    let sketch = Sketch::default();
+    let sketches: Vec<Vec<f32>> = train
+        .iter()
+        .map(|e| probe.gradient(e, &sketch).unwrap().0)
+        .collect();
+    assert_eq!(sketches[0].len(), probe.dim(&sketch));
+    for (k, (place, capital)) in FACTS.iter().enumerate() {
+        let response = chat_example(&model, &format!("capital of {place}?"), capital);
+        let (test, _) = probe.gradient(&response, &sketch).unwrap();
+        for (method, scores) in [
+            ("DataInf", datainf(&sketches, &test, sketch.width, 0.1)),
+            ("TracIn", tracin(&sketches, &test)),
+        ] {
+            let top = (0..scores.len())
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                .unwrap();
+            assert_eq!(top, k, "{method} traces {place}'s answer to {scores:?}");
+        }
+    }
     // The base model alone does not know them.
     assert!(
         FACTS
