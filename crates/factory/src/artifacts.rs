@@ -33,6 +33,18 @@ pub struct Manifest {
     pub hyperparams_hash: B256,
     pub training: TrainingSummary,
     pub evaluation: Evaluation,
+    /// Per-example gradient sketches of the training rows under the final adapter, for the
+    /// gradient path of attribution (absent in manifests made before it existed).
+    #[serde(default)]
+    pub gradients: Option<GradientsRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GradientsRef {
+    /// BLAKE3 of the gradient store (`openledger_llm::influence::GradientStore`).
+    pub hash: B256,
+    pub rows: usize,
+    pub sketch: openledger_llm::influence::Sketch,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

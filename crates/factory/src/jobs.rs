@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::{Address, B256};
+use openledger_llm::influence::{GradientProbe, GradientStore, Sketch, StoredGradient};
 use openledger_llm::train::{EvalPoint, RunOutcome, TrainConfig, TrainEvent, Trainer};
 use openledger_llm::{LoraAdapter, Model, ModelStore, SamplingParams, Weights, generate_with};
 use serde::{Deserialize, Serialize};
@@ -26,8 +27,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use crate::artifacts::{
-    self, AdapterRef, Answer, BaseModelRef, Evaluation, LossFigures, MANIFEST_FORMAT, Manifest,
-    SnapshotRef, TrainingSummary,
+    self, AdapterRef, Answer, BaseModelRef, Evaluation, GradientsRef, LossFigures, MANIFEST_FORMAT,
+    Manifest, SnapshotRef, TrainingSummary,
 };
 use crate::examples::{DataOptions, Dataset, build_dataset};
 use crate::source::{ArtifactStore, SnapshotSource};
@@ -592,6 +593,7 @@ impl Inner {
         let evaluation = self.evaluate(&model, &trainer, &adapter, &dataset)?;
         let adapter_dir = self.job_dir(id).join("adapter");
         adapter.save_peft(&adapter_dir, model.llama.config())?;
+        let gradients = self.store_gradients(id, &model, &adapter, &dataset, &rows)?;
         let base_model_hash: B256 = stored.hash.parse().map_err(|e| {
             FactoryError::BadRequest(format!("model store hash {:?}: {e}", stored.hash))
         })?;
@@ -635,6 +637,7 @@ impl Inner {
                 evals: trainer.state.evals.clone(),
             },
             evaluation: evaluation.clone(),
+            gradients: Some(gradients),
         };
         let (manifest, manifest_hash) = artifacts::store(
             self.artifacts.as_ref(),
@@ -661,6 +664,55 @@ impl Inner {
         let record = job.clone();
         self.persist(&record)?;
         Ok(Some(()))
+    }
+
+    /// Sketches every training example's gradient under the final adapter (the gradient path
+    /// of attribution) into `gradients.bin` in the job directory and the artifact store.
+    fn store_gradients(
+        &self,
+        id: u64,
+        model: &Model,
+        adapter: &LoraAdapter,
+        dataset: &Dataset,
+        rows: &[openledger_dataservice::service::CreditedRow],
+    ) -> Result<GradientsRef, FactoryError> {
+        let contribution: std::collections::HashMap<B256, u64> =
+            rows.iter().map(|r| (r.hash, r.contribution_id)).collect();
+        let probe = GradientProbe::new(&model.llama, adapter)?;
+        let sketch = Sketch::default();
+        let mut stored = Vec::with_capacity(dataset.train.len());
+        for (example, row) in dataset.train.iter().zip(&dataset.train_rows) {
+            let (gradient, _) = probe.gradient(example, &sketch)?;
+            stored.push(StoredGradient {
+                row: row.0,
+                contribution_id: contribution.get(row).copied().unwrap_or(0),
+                gradient,
+            });
+        }
+        let store = GradientStore {
+            sketch,
+            dim: probe.dim(&sketch),
+            rows: stored,
+        };
+        let bytes = store.encode();
+        let path = self.job_dir(id).join("gradients.bin");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io_error(&path))?;
+        let hash = self.artifacts.put(bytes)?;
+        let mut state = self.lock();
+        self.emit(
+            &mut state,
+            id,
+            json!({"kind": "gradients", "rows": store.rows.len(), "hash": hash}),
+        );
+        Ok(GradientsRef {
+            hash,
+            rows: store.rows.len(),
+            sketch,
+        })
     }
 
     /// Records a training event; `false` asks the trainer to stop (cancel or shutdown).

@@ -194,6 +194,22 @@ fn a_job_trains_on_a_snapshot_and_leaves_checkable_artifacts() {
     let rows = String::from_utf8(factory.artifact(&manifest.train_rows_hash).unwrap()).unwrap();
     assert_eq!(rows.lines().count(), manifest.datanets[0].train_rows);
     assert!(manifest.datanets[0].eval_rows > 0, "some rows are held out");
+    // The gradient path's store: one sketch per training row, keyed by row and contribution.
+    let gradients = manifest
+        .gradients
+        .as_ref()
+        .expect("gradient sketches are stored");
+    let store = openledger_llm::influence::GradientStore::decode(
+        &factory.artifact(&gradients.hash).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(store.rows.len(), manifest.datanets[0].train_rows);
+    let listed: Vec<String> = rows.lines().map(str::to_string).collect();
+    for stored in &store.rows {
+        assert!(listed.contains(&format!("{:x}", B256::from(stored.row))));
+        assert_ne!(stored.contribution_id, 0);
+        assert!(stored.gradient.iter().any(|&g| g != 0.0));
+    }
     let evaluation = &manifest.evaluation;
     let (base, tuned) = (evaluation.base.unwrap(), evaluation.adapter.unwrap());
     assert!(

@@ -248,7 +248,9 @@ impl GradientStore {
         let dim = u32_at(16) as usize;
         let count = u64_at(20);
         if width == 0 || dim == 0 || dim % width != 0 {
-            return Err(bad(&format!("dimension {dim} is not a multiple of width {width}")));
+            return Err(bad(&format!(
+                "dimension {dim} is not a multiple of width {width}"
+            )));
         }
         let per_row = 40 + 4 * dim as u64;
         let expected = count
@@ -342,7 +344,10 @@ mod tests {
         let bytes = store.encode();
         assert_eq!(GradientStore::decode(&bytes).unwrap(), store);
         for cut in [0, 10, 27, bytes.len() - 1] {
-            assert!(GradientStore::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                GradientStore::decode(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut padded = bytes.clone();
         padded.push(0);
