@@ -247,7 +247,7 @@ impl GradientStore {
         let seed = u64_at(8);
         let dim = u32_at(16) as usize;
         let count = u64_at(20);
-        if width == 0 || dim == 0 || dim % width != 0 {
+        if width == 0 || dim == 0 || !dim.is_multiple_of(width) {
             return Err(bad(&format!(
                 "dimension {dim} is not a multiple of width {width}"
             )));
