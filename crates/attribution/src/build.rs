@@ -14,7 +14,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use libsais::{SuffixArrayConstruction, ThreadCount};
@@ -102,6 +102,12 @@ pub struct BuildReport {
     pub num_tokens: u64,
     /// Documents.
     pub num_docs: u64,
+    /// Time spent in the corpus step (zero when skipped).
+    pub corpus_time: Duration,
+    /// Time libsais took to sort the suffixes (zero when skipped).
+    pub sort_time: Duration,
+    /// Time spent packing and writing `sa.bin` (zero when skipped).
+    pub write_time: Duration,
 }
 
 /// Build (or finish building) the index in `dir` from `docs`.
@@ -126,6 +132,7 @@ where
         remove_stale(dir)?;
     }
     let corpus_skipped = manifest.is_some();
+    let started = Instant::now();
     let mut manifest = match manifest.take() {
         Some(m) => m,
         None => {
@@ -134,12 +141,19 @@ where
             m
         }
     };
+    let corpus_time = if corpus_skipped {
+        Duration::ZERO
+    } else {
+        started.elapsed()
+    };
+    let (mut sort_time, mut write_time) = (Duration::ZERO, Duration::ZERO);
 
     let suffix_array_skipped = manifest.complete && files_intact(dir, &manifest, &[SA_FILE])?;
     if !suffix_array_skipped {
         manifest.complete = false;
         manifest.files.remove(SA_FILE);
-        let entry = suffix_array_step(dir, &manifest, config)?;
+        let (entry, sort, write) = suffix_array_step(dir, &manifest, config)?;
+        (sort_time, write_time) = (sort, write);
         manifest.files.insert(SA_FILE.to_string(), entry);
         manifest.complete = true;
         manifest.write(dir)?;
@@ -149,6 +163,9 @@ where
         suffix_array_skipped,
         num_tokens: manifest.num_tokens,
         num_docs: manifest.num_docs,
+        corpus_time,
+        sort_time,
+        write_time,
     })
 }
 
@@ -362,11 +379,13 @@ fn sa_error(e: libsais::LibsaisError) -> Error {
     Error::SuffixArray(e.to_string())
 }
 
+/// Sort, then write; returns the file entry and the time of each part.
 fn suffix_array_step(
     dir: &Path,
     m: &Manifest,
     config: &BuildConfig,
-) -> Result<crate::format::FileEntry> {
+) -> Result<(crate::format::FileEntry, Duration, Duration)> {
+    let started = Instant::now();
     let n = m.num_tokens;
     let threads = thread_count(config.threads);
     let bar = progress_bar(config, None, "suffix array");
@@ -456,6 +475,8 @@ fn suffix_array_step(
     };
     drop(tokens);
     bar.finish_and_clear();
+    let sort_time = started.elapsed();
+    let started = Instant::now();
 
     let bar = progress_bar(config, Some(n), "write SA");
     let width = m.pointer_width;
@@ -483,5 +504,6 @@ fn suffix_array_step(
         }
     }
     bar.finish_and_clear();
-    out.finish()
+    let entry = out.finish()?;
+    Ok((entry, sort_time, started.elapsed()))
 }

@@ -139,16 +139,17 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The byte length each file must have, from the counts alone.
+    /// The byte length each file must have, from the counts alone (`None` for other names
+    /// or counts too large to be real).
     pub fn expected_size(&self, file: &str) -> Option<u64> {
-        Some(match file {
-            TOKENS_FILE => self.num_tokens * self.token_width as u64,
-            SA_FILE => self.num_tokens * self.pointer_width as u64,
-            DOC_OFFSETS_FILE => (self.num_docs + 1) * 8,
-            DOC_META_FILE => self.num_docs * DOC_META_BYTES as u64,
-            UNIGRAMS_FILE => self.num_unigrams * UNIGRAM_BYTES as u64,
-            _ => return None,
-        })
+        match file {
+            TOKENS_FILE => self.num_tokens.checked_mul(self.token_width as u64),
+            SA_FILE => self.num_tokens.checked_mul(self.pointer_width as u64),
+            DOC_OFFSETS_FILE => self.num_docs.checked_add(1)?.checked_mul(8),
+            DOC_META_FILE => self.num_docs.checked_mul(DOC_META_BYTES as u64),
+            UNIGRAMS_FILE => self.num_unigrams.checked_mul(UNIGRAM_BYTES as u64),
+            _ => None,
+        }
     }
 
     pub(crate) fn read(dir: &Path) -> Result<Manifest> {
@@ -199,7 +200,7 @@ impl Manifest {
                 manifest.pointer_width, manifest.num_tokens
             )));
         }
-        if manifest.num_tokens != manifest.corpus_tokens + manifest.num_docs {
+        if Some(manifest.num_tokens) != manifest.corpus_tokens.checked_add(manifest.num_docs) {
             return Err(bad("num_tokens is not corpus_tokens + num_docs".into()));
         }
         Ok(manifest)

@@ -161,9 +161,12 @@ impl Index {
         }
         for name in INDEX_FILES {
             let path = dir.join(name);
-            let expected = manifest
-                .expected_size(name)
-                .expect("index files have sizes");
+            let Some(expected) = manifest.expected_size(name) else {
+                return Err(Error::Manifest {
+                    path: manifest_path,
+                    reason: format!("counts too large for {name}"),
+                });
+            };
             let Some(entry) = manifest.files.get(name) else {
                 return Err(Error::Manifest {
                     path: manifest_path,

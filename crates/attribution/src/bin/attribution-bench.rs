@@ -4,7 +4,7 @@
 //! RUSTFLAGS="-C target-cpu=native" cargo run --release -p openledger-attribution \
 //!     --bin attribution-bench -- [--mb 100] [--source ~/.cargo/registry/src] [--work /tmp/attr-bench]
 //!     [--queries 2000] [--responses 20] [--python ~/.cache/openledger/venv-infinigram/bin/python]
-//!     [--no-anchor] [--keep]
+//!     [--threads N (libsais; 0 = OpenMP default)] [--no-anchor] [--keep]
 //! ```
 //!
 //! Documents are the UTF-8 files (≤ 1 MiB) under `--source`, in sorted path order, until
@@ -37,6 +37,7 @@ struct Args {
     python: PathBuf,
     anchor: bool,
     keep: bool,
+    threads: u16,
 }
 
 fn parse_args() -> Res<Args> {
@@ -50,6 +51,7 @@ fn parse_args() -> Res<Args> {
         python: home.join(".cache/openledger/venv-infinigram/bin/python"),
         anchor: true,
         keep: false,
+        threads: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -63,6 +65,7 @@ fn parse_args() -> Res<Args> {
             "--python" => args.python = value()?.into(),
             "--no-anchor" => args.anchor = false,
             "--keep" => args.keep = true,
+            "--threads" => args.threads = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -195,6 +198,7 @@ fn main() -> Res<()> {
     // ---- our build -------------------------------------------------------------------------
     let mut config = BuildConfig::new(Vocab::Bytes, vec![[0; 32]]);
     config.progress = true;
+    config.threads = args.threads;
     let start = Instant::now();
     let docs = files.iter().enumerate().map(|(i, path)| {
         let bytes = fs::read(path).expect("corpus file still readable");
@@ -207,13 +211,20 @@ fn main() -> Res<()> {
             &bytes,
         )
     });
-    build_index(&ours_dir, &config, docs)?;
+    let report = build_index(&ours_dir, &config, docs)?;
     let build_s = start.elapsed().as_secs_f64();
     let peak_mib = vm_hwm_kib() as f64 / 1024.0;
     let index = Index::open(&ours_dir)?;
     let bytes_per_token = index.size_bytes() as f64 / index.corpus_tokens() as f64;
+    let build_parts = format!(
+        "corpus pass {:.1} s (read files, write tokens, doc table, unigrams), libsais sort {:.1} s, \
+         SA pack+write {:.1} s",
+        report.corpus_time.as_secs_f64(),
+        report.sort_time.as_secs_f64(),
+        report.write_time.as_secs_f64()
+    );
     eprintln!(
-        "ours: built in {build_s:.1} s, peak RSS {peak_mib:.0} MiB, {bytes_per_token:.2} bytes/token"
+        "ours: built in {build_s:.1} s ({build_parts}), peak RSS {peak_mib:.0} MiB, {bytes_per_token:.2} bytes/token"
     );
 
     // ---- workload ----------------------------------------------------------------------
@@ -375,6 +386,11 @@ fn main() -> Res<()> {
         2,
     );
     println!();
+    let threads = match args.threads {
+        0 => "OpenMP default".to_string(),
+        n => n.to_string(),
+    };
+    println!("ours: build = {build_parts}; libsais threads: {threads}");
     println!(
         "ours: full BLAKE3 verification of the index {verify_s:.2} s; {spans_per_response:.1} maximal spans per response"
     );

@@ -144,6 +144,21 @@ fn wrong_version_missing_file_and_garbage_manifest_are_refused() {
     let err = Index::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("pointer width"), "{err}");
 
+    // Absurd counts are refused, not multiplied into an overflow.
+    let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    m["num_docs"] = u64::MAX.into();
+    m["num_unigrams"] = u64::MAX.into();
+    fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+    assert!(matches!(
+        Index::open(dir.path()),
+        Err(Error::Manifest { .. })
+    ));
+    let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    m["num_unigrams"] = u64::MAX.into();
+    fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let err = Index::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("unigrams.bin"), "{err}");
+
     fs::write(&manifest_path, b"{ not json").unwrap();
     let err = Index::open(dir.path()).unwrap_err();
     assert!(
