@@ -1,0 +1,60 @@
+//! Proof of Attribution, span path: which datanet rows a model response reproduces, and
+//! what share of the response each contribution earns.
+//!
+//! The caller tokenizes datanet rows with the model's tokenizer (or uses byte mode, where
+//! each byte of UTF-8 text is a token) and [`build_index`]es them: one suffix array over
+//! all rows, built with libsais in linear time, plus a document table and unigram counts,
+//! written as files with a manifest of sizes and BLAKE3 hashes. [`Index::open`] maps
+//! them; queries ([`Index::count`], [`Index::occurrences`], [`Index::next_tokens`],
+//! [`Index::maximal_spans`]) binary-search the mapped suffix array without decoding it.
+//! [`score::attribute`] turns a response's maximal spans into shares (formula in
+//! [`score`]), and [`AttributionRecord`] states them canonically so anyone holding the same
+//! snapshots can [`AttributionRecord::verify`] them.
+//!
+//! This crate takes token ids, not text, and knows nothing of models, HTTP or the chain.
+//!
+//! # Index layout
+//!
+//! | file | content |
+//! |---|---|
+//! | `tokens.bin` | every document's tokens then the separator; 1, 2 or 4 bytes LE per token |
+//! | `sa.bin` | suffix array over `tokens.bin`; each pointer `ceil(log2(N+1)/8)` bytes LE |
+//! | `doc_offsets.bin` | `num_docs + 1` u64 LE: each document's first position, then `N` |
+//! | `doc_meta.bin` | 44 bytes per document: row id, contribution id, cluster id (u64 LE), contributor (20 bytes) |
+//! | `unigrams.bin` | 12 bytes per distinct token, by token: id (u32 LE), count (u64 LE) |
+//! | `manifest.json` | format and version, vocabulary, widths, counts, snapshot roots, size and BLAKE3 of each file |
+//!
+//! # Benchmark
+//!
+//! `src/bin/attribution-bench.rs` builds a byte-level index over ≥ 100 MB of source files
+//! and runs the same queries through infini-gram (`bench/infinigram_bench.py`):
+//!
+//! ```text
+//! python3 -m venv ~/.cache/openledger/venv-infinigram
+//! ~/.cache/openledger/venv-infinigram/bin/pip install infini-gram numpy tqdm transformers
+//! RUSTFLAGS="-C target-cpu=native" cargo run --release -p openledger-attribution \
+//!     --bin attribution-bench -- --mb 100 --work /tmp/attr-bench
+//! ```
+//!
+//! It prints build time, peak RSS, index bytes per token, count and occurrence latency
+//! (p50/p99) and per-response attribution time for both, with ratios, then deletes its
+//! corpus and indexes (`--keep` keeps them).
+
+pub mod build;
+mod detmath;
+mod error;
+pub mod format;
+mod hexser;
+pub mod index;
+pub mod record;
+pub mod score;
+
+pub use build::{BuildConfig, BuildReport, Document, build_index};
+pub use error::{Error, Result};
+pub use format::{Manifest, Vocab};
+pub use index::{DocInfo, Index, LongestMatch, NextTokens, Occurrence, SaRange, Span};
+pub use record::{AttributionRecord, METHOD_SPAN_V1, response_hash};
+pub use score::{Attribution, ContributionShare, ScoredSpan, SpanParams, attribute};
+
+#[cfg(test)]
+mod tests;
