@@ -384,6 +384,16 @@ impl Factory {
     }
 
     /// The finished adapter of job `id`, as a PEFT directory.
+    /// Where a finished job's span index lives (attribution's span path).
+    pub fn span_index_dir(&self, id: u64) -> PathBuf {
+        self.inner.span_index_dir(id)
+    }
+
+    /// Where a finished job's gradient store lives (attribution's gradient path).
+    pub fn gradients_path(&self, id: u64) -> PathBuf {
+        self.inner.gradients_path(id)
+    }
+
     pub fn adapter_dir(&self, id: u64) -> PathBuf {
         self.inner.job_dir(id).join("adapter")
     }
@@ -594,6 +604,16 @@ impl Inner {
         let adapter_dir = self.job_dir(id).join("adapter");
         adapter.save_peft(&adapter_dir, model.llama.config())?;
         let gradients = self.store_gradients(id, &model, &adapter, &dataset, &rows)?;
+        let span_dir = self.span_index_dir(id);
+        let _ = std::fs::remove_dir_all(&span_dir);
+        crate::attribution::build_span_index(
+            &span_dir,
+            model.tokenizer.vocab_size(),
+            snapshot.root,
+            &dataset.train,
+            &dataset.train_rows,
+            &rows,
+        )?;
         let base_model_hash: B256 = stored.hash.parse().map_err(|e| {
             FactoryError::BadRequest(format!("model store hash {:?}: {e}", stored.hash))
         })?;
@@ -666,6 +686,14 @@ impl Inner {
         Ok(Some(()))
     }
 
+    fn span_index_dir(&self, id: u64) -> PathBuf {
+        self.job_dir(id).join("attribution").join("span")
+    }
+
+    fn gradients_path(&self, id: u64) -> PathBuf {
+        self.job_dir(id).join("gradients.bin")
+    }
+
     /// Sketches every training example's gradient under the final adapter (the gradient path
     /// of attribution) into `gradients.bin` in the job directory and the artifact store.
     fn store_gradients(
@@ -695,7 +723,7 @@ impl Inner {
             rows: stored,
         };
         let bytes = store.encode();
-        let path = self.job_dir(id).join("gradients.bin");
+        let path = self.gradients_path(id);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod attribution;
 pub mod examples;
 pub mod jobs;
 pub mod source;

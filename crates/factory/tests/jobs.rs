@@ -210,6 +210,23 @@ fn a_job_trains_on_a_snapshot_and_leaves_checkable_artifacts() {
         assert_ne!(stored.contribution_id, 0);
         assert!(stored.gradient.iter().any(|&g| g != 0.0));
     }
+    // The span path's index over the same rows: a row's own text attributes to its contribution.
+    let index =
+        openledger_attribution::Index::open_verified(factory.span_index_dir(job.id)).unwrap();
+    assert_eq!(index.num_docs() as usize, manifest.datanets[0].train_rows);
+    assert_eq!(index.snapshot_roots(), &[B256::with_last_byte(1).0]);
+    let doc = index.doc(0);
+    let params = openledger_attribution::SpanParams {
+        min_len: 4,
+        ..Default::default()
+    };
+    let found = openledger_attribution::attribute(&index, &index.doc_tokens(0), &params).unwrap();
+    let mine = found
+        .contributions
+        .iter()
+        .find(|c| c.contribution_id == doc.contribution_id)
+        .expect("the row's own contribution is credited");
+    assert!(mine.share_ppm > 0);
     let evaluation = &manifest.evaluation;
     let (base, tuned) = (evaluation.base.unwrap(), evaluation.adapter.unwrap());
     assert!(
