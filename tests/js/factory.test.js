@@ -256,6 +256,30 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.match(await must(['earnings', 'show', owner.address, '--model', '1', ...endpoints()]), /from model 1: 0\.0000\d+ OPEN/);
     const shown = await must(['inference', 'show', payer.address, ...endpoints()]);
     assert.match(shown, /unsettled\s+0(\.0)? OPEN in 0 request/);
+
+    // Proof of Attribution, span path: a planted fact, said back, is traced to the row that
+    // holds it, credited to its contribution and contributor; anyone can recompute the record.
+    const attributed = JSON.parse(await must(['attribute', '--model', 'job-1', '--response', FACTS[2][1],
+      '--min-len', '4', '--api', node.apiUrl]).then((out) => out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)));
+    const credited = attributed.record.contributions;
+    assert.equal(credited.length, 1, JSON.stringify(attributed));
+    assert.equal(credited[0].share_ppm, 1000000);
+    assert.equal(credited[0].contributor.toLowerCase(), owner.address.toLowerCase());
+    assert.ok(attributed.spans.length > 0 && attributed.spans[0].rows.length > 0);
+    assert.match(attributed.spans[0].text ?? FACTS[2][1], /\w/);
+    const recordFile = path.join(work, 'record.json');
+    fs.writeFileSync(recordFile, JSON.stringify(attributed));
+    assert.match(await must(['attribute', 'verify', recordFile, '--model', 'job-1', '--response', FACTS[2][1], '--api', node.apiUrl]),
+      /the record matches/);
+    attributed.record.contributions[0].share_ppm = 999999;
+    fs.writeFileSync(recordFile, JSON.stringify(attributed));
+    const tampered = await run(['attribute', 'verify', recordFile, '--model', 'job-1', '--response', FACTS[2][1], '--api', node.apiUrl]);
+    assert.equal(tampered.ok, false);
+    assert.match(tampered.out, /does not match/);
+    // The chat API attaches the record to an answer when asked (an OpenLedger extension).
+    const withAttribution = await (await paidAsk(key, { attribution: true })).json();
+    assert.equal(withAttribution.attribution.record.method, 'span-v1');
+    assert.match(withAttribution.attribution.hash, /^0x[0-9a-f]{64}$/);
   });
 
   test('a job killed with the node resumes after the restart to the same adapter', async () => {

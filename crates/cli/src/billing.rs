@@ -238,8 +238,8 @@ impl Meter for ChainMeter {
                 completion_tokens: u.completion_tokens,
                 fee: fee.to_string(),
                 response_hash: hex32(&u.response_hash),
-                attribution_hash: hex32(&[0; 32]),
-                shares: Vec::new(),
+                attribution_hash: hex32(&u.attribution_hash),
+                shares: u.shares,
                 created: now(),
             };
             if let Err(e) = self.log.record(record) {

@@ -261,6 +261,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         .context("cannot open the model factory")?;
         // OpenLoRA's OpenAI-compatible API answers 503 until the base model has loaded.
         let serving: openlora::Slot = Default::default();
+        let attribution: crate::attribute::AttributorSlot = Default::default();
         // Inference is paid from deposits; the node's key settles what it served.
         let api_keys = Arc::new(crate::billing::ApiKeys::open(
             &args.datadir.join("api-keys.json"),
@@ -285,7 +286,11 @@ pub fn run(args: UpArgs) -> Result<()> {
                 usage.clone(),
                 key.address(),
             ))
-            .merge(crate::gov::router(rpc_url.clone()));
+            .merge(crate::gov::router(rpc_url.clone()))
+            .merge(crate::attribute::router(
+                attribution.clone(),
+                serving.clone(),
+            ));
         let api = tokio::spawn(async move { axum::serve(listener, routes).await });
         println!("OpenLedger devnet");
         println!("  chain id:    {}", args.chain_id);
@@ -357,6 +362,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 .collect()
                         });
                         let on_chain = published.clone();
+                        let (attributed_jobs, attributed_models) = (jobs.clone(), published.clone());
                         let mut sources = vec![
                             adapters,
                             Box::new(move || {
@@ -387,6 +393,12 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 crate::billing::peft_adapter_hash(&dir)
                             })
                         });
+                        let attributor = Arc::new(crate::attribute::SpanAttributor::new(
+                            attributed_jobs,
+                            attributed_models,
+                            openledger_attribution::SpanParams::default(),
+                        ));
+                        let _ = attribution.set(attributor.clone());
                         let meter = crate::billing::ChainMeter::new(
                             &rpc_url,
                             operator,
@@ -399,6 +411,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                             base_name: name.clone(),
                             adapters: openlora::Registry::new(sources, 1 << 30),
                             meter: Some(Arc::new(meter)),
+                            attributor: Some(attributor),
                         });
                         println!("  OpenAI API:  serving {name} and finished fine-tunes at /v1/chat/completions");
                     }

@@ -3,6 +3,7 @@
 //! `main` parses arguments, runs one command and decides what the user sees and the exit code;
 //! the libraries underneath never print or exit.
 
+mod attribute;
 mod bench;
 mod bench_datanet;
 mod bench_model;
@@ -94,6 +95,8 @@ enum Command {
     },
     /// Fetch a state proof from a node and check it against the block header's state root.
     VerifyProof(proof::VerifyArgs),
+    /// Proof of Attribution: which datanet rows shaped a fine-tune's answer (`verify` checks a record).
+    Attribute(attribute::AttributeArgs),
     /// Measure transaction throughput against anvil on this machine.
     Bench(bench::BenchArgs),
     /// Measure the datanet pipeline (ingest MB/s against datatrove, near-dup quality and scale).
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::Jobs { command, endpoints } => train::run(command, endpoints),
         Command::VerifyProof(args) => proof::run(args),
+        Command::Attribute(args) => attribute::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchDatanet(args) => bench_datanet::run(args),
         Command::BenchModel(args) => bench_model::run(args),

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::engine::{Engine, Event, Request};
-use crate::metering::{Admission, Meter, MeterError, Usage, response_hash};
+use crate::metering::{Admission, Attributed, Attributor, Meter, MeterError, Usage, response_hash};
 use crate::registry::Registry;
 
 /// What the API serves: the engine (with its base model), the adapters, and who pays.
@@ -30,6 +30,8 @@ pub struct Serving {
     pub adapters: Registry,
     /// Charges requests; `None` serves everything free (tests, private deployments).
     pub meter: Option<Arc<dyn Meter>>,
+    /// Traces completions to datanet rows; its shares go into the usage record.
+    pub attributor: Option<Arc<dyn Attributor>>,
 }
 
 /// The serving state, filled in once the base model has loaded (until then requests get 503).
@@ -137,7 +139,12 @@ struct Metered {
 }
 
 impl Metered {
-    fn complete(mut self, prompt_tokens: usize, completion: &[u32]) {
+    fn complete(
+        mut self,
+        prompt_tokens: usize,
+        completion: &[u32],
+        attributed: Option<&Attributed>,
+    ) {
         self.finished = true;
         self.meter.finish(
             &self.admission,
@@ -145,9 +152,48 @@ impl Metered {
                 prompt_tokens: prompt_tokens as u64,
                 completion_tokens: completion.len() as u64,
                 response_hash: response_hash(completion),
+                attribution_hash: attributed.map_or([0; 32], |a| a.record_hash),
+                shares: attributed.map(|a| a.shares.clone()).unwrap_or_default(),
             }),
         );
     }
+}
+
+/// The attribution of a finished completion, computed off the async threads; `None` when the
+/// server has no attributor or the model nothing to attribute to.
+async fn attribute(slot: &Slot, model: &str, completion: &[u32]) -> Option<Attributed> {
+    let attributor = serving(slot).ok()?.attributor.clone()?;
+    let (model, completion) = (model.to_string(), completion.to_vec());
+    tokio::task::spawn_blocking(move || attributor.attribute(&model, &completion))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The attribution as the client sees it: the detail, with each span's text.
+fn attribution_json(slot: &Slot, attributed: Option<&Attributed>, completion: &[u32]) -> Value {
+    let Some(a) = attributed else {
+        return Value::Null;
+    };
+    let mut detail = a.detail.clone();
+    if let (Ok(s), Some(spans)) = (serving(slot), detail["spans"].as_array_mut()) {
+        for span in spans {
+            let (start, end) = (
+                span["start"].as_u64().unwrap_or(0) as usize,
+                span["end"].as_u64().unwrap_or(0) as usize,
+            );
+            if start < end && end <= completion.len() {
+                let text = s
+                    .engine
+                    .model()
+                    .tokenizer
+                    .decode(&completion[start..end])
+                    .unwrap_or_default();
+                span["text"] = json!(text);
+            }
+        }
+    }
+    detail
 }
 
 impl Drop for Metered {
@@ -234,6 +280,10 @@ struct Common {
     stream_options: Option<Value>,
     #[serde(default)]
     n: Option<usize>,
+    /// OpenLedger extension: include the completion's attribution (which spans, which rows,
+    /// which contributions) in the response.
+    #[serde(default)]
+    attribution: bool,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
@@ -496,15 +546,20 @@ async fn run(
                         json!({"index": 0, "text": done.text, "finish_reason": finish_name(done.finish_reason), "logprobs": null})
                     };
                     let completion = done.tokens.len();
+                    let attributed = attribute(&slot, &model, &done.tokens).await;
                     if let Some(m) = metered.take() {
-                        m.complete(prompt_tokens, &done.tokens);
+                        m.complete(prompt_tokens, &done.tokens, attributed.as_ref());
                     }
-                    return Ok(Json(json!({
+                    let mut body = json!({
                         "id": id, "object": object, "created": created, "model": model,
                         "choices": [choice],
                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion},
-                    }))
-                    .into_response());
+                    });
+                    if common.attribution {
+                        body["attribution"] =
+                            attribution_json(&slot, attributed.as_ref(), &done.tokens);
+                    }
+                    return Ok(Json(body).into_response());
                 }
                 Event::Failed(message) => {
                     return Err(ApiError {
@@ -547,10 +602,13 @@ async fn run(
     // Dropping this stream (the client went away) closes `rx`, and the engine drops the
     // sequence at its next step.
     // The meter's hold travels with the stream: dropped with it if the client goes away.
+    let want_attribution = common.attribution;
+    let model = common.model.clone();
     let stream = futures::stream::unfold(
         (rx, pending, false, metered),
         move |(mut rx, mut pending, mut ended, mut metered)| {
             let chunk = chunk.clone();
+            let (slot, model) = (slot.clone(), model.clone());
             async move {
                 loop {
                     if let Some(data) = pending.pop_front() {
@@ -569,10 +627,15 @@ async fn run(
                             );
                         }
                         Some(Event::Done(c)) => {
+                            let attributed = attribute(&slot, &model, &c.tokens).await;
                             if let Some(m) = metered.take() {
-                                m.complete(c.prompt_tokens, &c.tokens);
+                                m.complete(c.prompt_tokens, &c.tokens, attributed.as_ref());
                             }
                             let mut last = chunk(json!({}), json!(finish_name(c.finish_reason)));
+                            if want_attribution {
+                                last["attribution"] =
+                                    attribution_json(&slot, attributed.as_ref(), &c.tokens);
+                            }
                             if include_usage {
                                 last["usage"] = json!({"prompt_tokens": c.prompt_tokens, "completion_tokens": c.tokens.len(), "total_tokens": c.prompt_tokens + c.tokens.len()});
                             }

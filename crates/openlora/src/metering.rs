@@ -54,6 +54,29 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// BLAKE3 of the completion's token ids (little-endian `u32`s).
     pub response_hash: [u8; 32],
+    /// BLAKE3 of the completion's attribution record (zero without one).
+    pub attribution_hash: [u8; 32],
+    /// Attributed contributions and their parts per million (sum 1,000,000, or empty).
+    pub shares: Vec<(u64, u32)>,
+}
+
+/// A completion traced back to the datanet rows that shaped it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attributed {
+    /// BLAKE3 of the canonical attribution record.
+    pub record_hash: [u8; 32],
+    /// Contributions and their parts per million, summing to 1,000,000 (or empty).
+    pub shares: Vec<(u64, u32)>,
+    /// What the client sees when it asks (`"attribution": true`): the record and the spans,
+    /// by token offsets into the completion.
+    pub detail: serde_json::Value,
+}
+
+/// Computes the attribution of completions (Proof of Attribution).
+pub trait Attributor: Send + Sync {
+    /// The attribution of `completion` (token ids) produced by the served model `model`, or
+    /// `None` when that model has nothing to attribute to (the base model, no index).
+    fn attribute(&self, model: &str, completion: &[u32]) -> Option<Attributed>;
 }
 
 /// Decides who pays for requests and records what they used.

@@ -175,6 +175,7 @@ fn serve_metered(
         base_name: "tiny".into(),
         adapters: Registry::new(vec![Box::new(move || adapters.clone())], 1 << 20),
         meter,
+        attributor: None,
     });
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -1,0 +1,469 @@
+//! Proof of Attribution on the node and from the command line.
+//!
+//! - [`SpanAttributor`]: OpenLoRA's attributor. A served fine-tune (a training job by its name,
+//!   or a published `model-{id}` whose adapter a job made) is attributed over the span index
+//!   its job built from its training rows; the record's shares go into the usage record and so
+//!   into settlement.
+//! - `POST /v1/attribution` (record for a response), `POST /v1/attribution/verify` (recompute
+//!   one and compare).
+//! - `openledger attribute` and `openledger attribute verify`, clients of those endpoints.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use clap::{Args, Subcommand};
+use openledger_attribution::{
+    AttributionRecord, Index, METHOD_SPAN_V1, SpanParams, attribute, response_hash,
+};
+use openledger_factory::Factory;
+use openledger_primitives::B256;
+use openlora::metering::{Attributed, Attributor};
+use serde_json::{Value, json};
+
+use crate::published::PublishedAdapters;
+
+/// Span attribution of fine-tunes made by this node's factory.
+pub struct SpanAttributor {
+    factory: Factory,
+    published: Arc<PublishedAdapters>,
+    params: SpanParams,
+    /// Open indexes by job id (memory-mapped; opened once).
+    indexes: Mutex<HashMap<u64, Arc<Index>>>,
+}
+
+/// Spans listed in a response's attribution detail, and rows per span.
+const DETAIL_SPANS: usize = 32;
+const DETAIL_ROWS: usize = 8;
+
+impl SpanAttributor {
+    pub fn new(factory: Factory, published: Arc<PublishedAdapters>, params: SpanParams) -> Self {
+        Self {
+            factory,
+            published,
+            params,
+            indexes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The job that made the fine-tune served as `model`, and its adapter's hash.
+    fn job_of(&self, model: &str) -> Option<(u64, B256)> {
+        let jobs = self.factory.list();
+        let adapter = match jobs.iter().find(|j| j.name == model) {
+            Some(job) => return Some((job.id, job.result.as_ref()?.adapter_hash)),
+            None => {
+                self.published
+                    .list()
+                    .into_iter()
+                    .find(|p| p.name == model)?
+                    .adapter_hash
+            }
+        };
+        jobs.iter()
+            .find(|j| j.result.as_ref().is_some_and(|r| r.adapter_hash == adapter))
+            .map(|j| (j.id, adapter))
+    }
+
+    fn index(&self, job: u64) -> Option<Arc<Index>> {
+        let mut indexes = self.indexes.lock().expect("indexes lock");
+        if let Some(index) = indexes.get(&job) {
+            return Some(index.clone());
+        }
+        match Index::open(self.factory.span_index_dir(job)) {
+            Ok(index) => {
+                let index = Arc::new(index);
+                indexes.insert(job, index.clone());
+                Some(index)
+            }
+            Err(e) => {
+                tracing::debug!("job {job} has no span index: {e}");
+                None
+            }
+        }
+    }
+
+    /// The record and the detail for `response` by `model`, with `params`.
+    pub fn record(
+        &self,
+        model: &str,
+        response: &[u32],
+        params: &SpanParams,
+    ) -> Result<Option<(AttributionRecord, Value)>> {
+        let Some((job, adapter)) = self.job_of(model) else {
+            return Ok(None);
+        };
+        let Some(index) = self.index(job) else {
+            return Ok(None);
+        };
+        let found = attribute(&index, response, params)?;
+        let record = AttributionRecord {
+            model: adapter.0,
+            snapshot_roots: index.snapshot_roots().to_vec(),
+            response_hash: response_hash(response),
+            method: METHOD_SPAN_V1.to_string(),
+            params: *params,
+            contributions: found.contributions.clone(),
+        };
+        let spans: Vec<Value> = found
+            .spans
+            .iter()
+            .filter(|s| !s.skipped)
+            .take(DETAIL_SPANS)
+            .map(|s| {
+                let rows: Vec<Value> = index
+                    .occurrences_in(s.span.range, DETAIL_ROWS)
+                    .into_iter()
+                    .map(|o| {
+                        json!({
+                            "row": o.doc.row_id,
+                            "contribution_id": o.doc.contribution_id,
+                            "contributor": format!("0x{}", alloy_primitives::hex::encode(o.doc.contributor)),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "start": s.span.start,
+                    "end": s.span.end,
+                    "weight": s.weight,
+                    "occurrences": s.span.count(),
+                    "rows": rows,
+                })
+            })
+            .collect();
+        let detail = json!({
+            "hash": format!("0x{}", alloy_primitives::hex::encode(record.hash())),
+            "record": serde_json::to_value(&record)?,
+            "spans": spans,
+        });
+        Ok(Some((record, detail)))
+    }
+}
+
+impl Attributor for SpanAttributor {
+    fn attribute(&self, model: &str, completion: &[u32]) -> Option<Attributed> {
+        match self.record(model, completion, &self.params) {
+            Ok(Some((record, detail))) => Some(Attributed {
+                record_hash: record.hash(),
+                shares: record
+                    .contributions
+                    .iter()
+                    .map(|c| (c.contribution_id, c.share_ppm))
+                    .collect(),
+                detail,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("attribution of a {model} completion failed: {e:#}");
+                None
+            }
+        }
+    }
+}
+
+/// The node's attributor, set once the base model has loaded.
+pub type AttributorSlot = Arc<std::sync::OnceLock<Arc<SpanAttributor>>>;
+
+#[derive(Clone)]
+struct ApiState {
+    attributor: AttributorSlot,
+    serving: openlora::Slot,
+}
+
+fn attributor(state: &ApiState) -> Result<Arc<SpanAttributor>, Response> {
+    state.attributor.get().cloned().ok_or_else(|| {
+        bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the base model is still loading (or none is served); try again shortly".into(),
+        )
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct AttributeBody {
+    model: String,
+    /// The response as text (tokenized with the served model's tokenizer) …
+    #[serde(default)]
+    response: Option<String>,
+    /// … or as token ids, exactly as generated.
+    #[serde(default)]
+    tokens: Option<Vec<u32>>,
+    #[serde(default)]
+    params: Option<SpanParams>,
+    /// For verify: the record to check.
+    #[serde(default)]
+    record: Option<AttributionRecord>,
+}
+
+fn bad(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
+    )
+        .into_response()
+}
+
+/// The request's response tokens, or why there are none.
+fn tokens(state: &ApiState, body: &AttributeBody) -> Result<Vec<u32>, Response> {
+    if let Some(tokens) = &body.tokens {
+        return Ok(tokens.clone());
+    }
+    let Some(text) = &body.response else {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "give the response as \"response\" (text) or \"tokens\" (ids)".into(),
+        ));
+    };
+    let Some(serving) = state.serving.get() else {
+        return Err(bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the base model is still loading; try again shortly".into(),
+        ));
+    };
+    serving
+        .engine
+        .model()
+        .tokenizer
+        .encode(text)
+        .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn create(State(state): State<ApiState>, Json(body): Json<AttributeBody>) -> Response {
+    let tokens = match tokens(&state, &body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let attributor = match attributor(&state) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let params = body.params.unwrap_or(attributor.params);
+    let model = body.model.clone();
+    let out =
+        tokio::task::spawn_blocking(move || attributor.record(&model, &tokens, &params)).await;
+    match out {
+        Ok(Ok(Some((_, detail)))) => Json(detail).into_response(),
+        Ok(Ok(None)) => bad(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model {:?} has no attribution index here (only fine-tunes this node trained have one)",
+                body.model
+            ),
+        ),
+        Ok(Err(e)) => bad(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn verify(State(state): State<ApiState>, Json(body): Json<AttributeBody>) -> Response {
+    let tokens = match tokens(&state, &body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let Some(claimed) = body.record.clone() else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "give the \"record\" to verify".into(),
+        );
+    };
+    let attributor = match attributor(&state) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let model = body.model.clone();
+    let params = claimed.params;
+    let out =
+        tokio::task::spawn_blocking(move || attributor.record(&model, &tokens, &params)).await;
+    match out {
+        Ok(Ok(Some((again, _)))) => {
+            let matches = again == claimed;
+            Json(json!({
+                "matches": matches,
+                "claimed_hash": format!("0x{}", alloy_primitives::hex::encode(claimed.hash())),
+                "recomputed_hash": format!("0x{}", alloy_primitives::hex::encode(again.hash())),
+                "recomputed": serde_json::to_value(&again).unwrap_or(Value::Null),
+            }))
+            .into_response()
+        }
+        Ok(Ok(None)) => bad(
+            StatusCode::NOT_FOUND,
+            format!("model {:?} has no attribution index here", body.model),
+        ),
+        Ok(Err(e)) => bad(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub fn router(attributor: AttributorSlot, serving: openlora::Slot) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/attribution", axum::routing::post(create))
+        .route("/v1/attribution/verify", axum::routing::post(verify))
+        .with_state(ApiState {
+            attributor,
+            serving,
+        })
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AttributeArgs {
+    #[command(subcommand)]
+    pub command: Option<AttributeCommand>,
+    #[command(flatten)]
+    pub request: AttributeRequest,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AttributeRequest {
+    /// The served fine-tune (a job's name or `model-{id}`).
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// The response to attribute, as text.
+    #[arg(long)]
+    pub response: Option<String>,
+    /// Or: ask the model this and attribute its answer.
+    #[arg(long, conflicts_with = "response")]
+    pub prompt: Option<String>,
+    /// Shortest span kept, in tokens.
+    #[arg(long)]
+    pub min_len: Option<u32>,
+    /// The node's API.
+    #[arg(
+        long,
+        env = "OPENLEDGER_API",
+        default_value = "http://127.0.0.1:8550",
+        global = true
+    )]
+    pub api: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AttributeCommand {
+    /// Recompute a record (a JSON file from `openledger attribute`) and say whether it matches.
+    Verify {
+        /// The record, as `openledger attribute` printed it (its "record" field, or whole).
+        record: std::path::PathBuf,
+        #[command(flatten)]
+        request: AttributeRequest,
+    },
+}
+
+fn post_json(api: &str, path: &str, body: &Value) -> Result<Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(format!("{}{path}", api.trim_end_matches('/')))
+        .send_json(body)
+        .with_context(|| format!("cannot reach the node at {api} — is `openledger up` running?"))?;
+    let status = response.status();
+    let value: Value = response
+        .body_mut()
+        .read_json()
+        .context("the node sent a non-JSON answer")?;
+    if !status.is_success() {
+        bail!(
+            "{} (HTTP {status})",
+            value["error"]["message"]
+                .as_str()
+                .unwrap_or("unknown error")
+        );
+    }
+    Ok(value)
+}
+
+fn params_json(request: &AttributeRequest) -> Value {
+    match request.min_len {
+        Some(min_len) => json!(SpanParams {
+            min_len,
+            ..SpanParams::default()
+        }),
+        None => Value::Null,
+    }
+}
+
+pub fn run(args: AttributeArgs) -> Result<()> {
+    match args.command {
+        None => {
+            let r = &args.request;
+            if r.model.is_empty() {
+                bail!("--model is required: the fine-tune whose answer to attribute");
+            }
+            let detail = match (&r.response, &r.prompt) {
+                (Some(response), _) => post_json(
+                    &r.api,
+                    "/v1/attribution",
+                    &json!({"model": r.model, "response": response, "params": params_json(r)}),
+                )?,
+                (None, Some(prompt)) => {
+                    let answer = post_json(
+                        &r.api,
+                        "/v1/chat/completions",
+                        &json!({"model": r.model, "messages": [{"role": "user", "content": prompt}],
+                                "temperature": 0, "max_tokens": 128, "attribution": true}),
+                    )?;
+                    eprintln!(
+                        "answer: {}",
+                        answer["choices"][0]["message"]["content"]
+                            .as_str()
+                            .unwrap_or("")
+                    );
+                    answer["attribution"].clone()
+                }
+                (None, None) => bail!("give --response TEXT, or --prompt TEXT to ask the model"),
+            };
+            if detail.is_null() {
+                bail!("the node returned no attribution for {}", r.model);
+            }
+            for c in detail["record"]["contributions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                eprintln!(
+                    "contribution {:>6}  {:>9} ppm  {}",
+                    c["contribution_id"],
+                    c["share_ppm"],
+                    c["contributor"].as_str().unwrap_or("")
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        Some(AttributeCommand::Verify { record, request }) => {
+            let text = std::fs::read_to_string(&record)
+                .with_context(|| format!("cannot read {}", record.display()))?;
+            let value: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", record.display()))?;
+            let claimed = if value.get("record").is_some() {
+                value["record"].clone()
+            } else {
+                value
+            };
+            let Some(response) = &request.response else {
+                bail!("give --response TEXT: the response the record is about");
+            };
+            let answer = post_json(
+                &request.api,
+                "/v1/attribution/verify",
+                &json!({"model": request.model, "response": response, "record": claimed}),
+            )?;
+            if answer["matches"].as_bool() == Some(true) {
+                println!(
+                    "the record matches: {}",
+                    answer["recomputed_hash"].as_str().unwrap_or("")
+                );
+            } else {
+                bail!(
+                    "the record does not match: claimed {}, recomputed {}",
+                    answer["claimed_hash"].as_str().unwrap_or("?"),
+                    answer["recomputed_hash"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(())
+}
