@@ -173,7 +173,7 @@ struct ApiState {
     serving: openlora::Slot,
 }
 
-fn attributor(state: &ApiState) -> Result<Arc<SpanAttributor>, Response> {
+fn attributor(state: &ApiState) -> Result<Arc<SpanAttributor>, Failure> {
     state.attributor.get().cloned().ok_or_else(|| {
         bad(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -198,16 +198,25 @@ struct AttributeBody {
     record: Option<AttributionRecord>,
 }
 
-fn bad(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        Json(json!({"error": {"message": message, "type": "invalid_request_error"}})),
-    )
-        .into_response()
+/// An error answer of the attribution API.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(json!({"error": {"message": self.1, "type": "invalid_request_error"}})),
+        )
+            .into_response()
+    }
+}
+
+fn bad(status: StatusCode, message: String) -> Failure {
+    Failure(status, message)
 }
 
 /// The request's response tokens, or why there are none.
-fn tokens(state: &ApiState, body: &AttributeBody) -> Result<Vec<u32>, Response> {
+fn tokens(state: &ApiState, body: &AttributeBody) -> Result<Vec<u32>, Failure> {
     if let Some(tokens) = &body.tokens {
         return Ok(tokens.clone());
     }
@@ -231,48 +240,42 @@ fn tokens(state: &ApiState, body: &AttributeBody) -> Result<Vec<u32>, Response> 
         .map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
-async fn create(State(state): State<ApiState>, Json(body): Json<AttributeBody>) -> Response {
-    let tokens = match tokens(&state, &body) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let attributor = match attributor(&state) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+async fn create(
+    State(state): State<ApiState>,
+    Json(body): Json<AttributeBody>,
+) -> Result<Response, Failure> {
+    let tokens = tokens(&state, &body)?;
+    let attributor = attributor(&state)?;
     let params = body.params.unwrap_or(attributor.params);
     let model = body.model.clone();
     let out =
         tokio::task::spawn_blocking(move || attributor.record(&model, &tokens, &params)).await;
     match out {
-        Ok(Ok(Some((_, detail)))) => Json(detail).into_response(),
-        Ok(Ok(None)) => bad(
+        Ok(Ok(Some((_, detail)))) => Ok(Json(detail).into_response()),
+        Ok(Ok(None)) => Err(bad(
             StatusCode::NOT_FOUND,
             format!(
                 "model {:?} has no attribution index here (only fine-tunes this node trained have one)",
                 body.model
             ),
-        ),
-        Ok(Err(e)) => bad(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        )),
+        Ok(Err(e)) => Err(bad(StatusCode::BAD_REQUEST, format!("{e:#}"))),
+        Err(e) => Err(bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
-async fn verify(State(state): State<ApiState>, Json(body): Json<AttributeBody>) -> Response {
-    let tokens = match tokens(&state, &body) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+async fn verify(
+    State(state): State<ApiState>,
+    Json(body): Json<AttributeBody>,
+) -> Result<Response, Failure> {
+    let tokens = tokens(&state, &body)?;
     let Some(claimed) = body.record.clone() else {
-        return bad(
+        return Err(bad(
             StatusCode::BAD_REQUEST,
             "give the \"record\" to verify".into(),
-        );
+        ));
     };
-    let attributor = match attributor(&state) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let attributor = attributor(&state)?;
     let model = body.model.clone();
     let params = claimed.params;
     let out =
@@ -280,20 +283,20 @@ async fn verify(State(state): State<ApiState>, Json(body): Json<AttributeBody>) 
     match out {
         Ok(Ok(Some((again, _)))) => {
             let matches = again == claimed;
-            Json(json!({
+            Ok(Json(json!({
                 "matches": matches,
                 "claimed_hash": format!("0x{}", alloy_primitives::hex::encode(claimed.hash())),
                 "recomputed_hash": format!("0x{}", alloy_primitives::hex::encode(again.hash())),
                 "recomputed": serde_json::to_value(&again).unwrap_or(Value::Null),
             }))
-            .into_response()
+            .into_response())
         }
-        Ok(Ok(None)) => bad(
+        Ok(Ok(None)) => Err(bad(
             StatusCode::NOT_FOUND,
             format!("model {:?} has no attribution index here", body.model),
-        ),
-        Ok(Err(e)) => bad(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        )),
+        Ok(Err(e)) => Err(bad(StatusCode::BAD_REQUEST, format!("{e:#}"))),
+        Err(e) => Err(bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
