@@ -122,7 +122,7 @@ fn train(model: &Model, examples: &[Example], steps: u64) -> LoraAdapter {
 
 /// Contributors ranked by summed positive score, best first (ties by lower id).
 fn rank(scores: &[(usize, f64)]) -> Vec<usize> {
-    let mut by = vec![0f64; CONTRIBUTORS + 1];
+    let mut by = [0f64; CONTRIBUTORS + 1];
     for &(c, s) in scores {
         by[c] += s.max(0.0);
     }
