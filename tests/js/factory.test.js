@@ -276,6 +276,14 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     const tampered = await run(['attribute', 'verify', recordFile, '--model', 'job-1', '--response', FACTS[2][1], '--api', node.apiUrl]);
     assert.equal(tampered.ok, false);
     assert.match(tampered.out, /does not match/);
+    // The gradient path: the answer's loss gradient under the fine-tune against every
+    // training row's stored sketch (DataInf).
+    const byGradient = JSON.parse(await must(['attribute', '--model', 'job-1', '--method', 'gradient',
+      '--prompt', FACTS[2][0], '--response', FACTS[2][1], '--api', node.apiUrl])
+      .then((out) => out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1)));
+    assert.equal(byGradient.record.method, 'grad-datainf-v1');
+    assert.deepEqual(byGradient.record.contributions.map(([, ppm]) => ppm), [1000000]);
+    assert.ok(byGradient.top_rows.length > 0);
     // The chat API attaches the record to an answer when asked (an OpenLedger extension).
     const withAttribution = await (await paidAsk(key, { attribution: true })).json();
     assert.equal(withAttribution.attribution.record.method, 'span-v1');

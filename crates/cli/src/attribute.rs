@@ -1,6 +1,6 @@
 //! Proof of Attribution on the node and from the command line.
 //!
-//! - [`SpanAttributor`]: OpenLoRA's attributor. A served fine-tune (a training job by its name,
+//! - [`NodeAttributor`]: OpenLoRA's attributor. A served fine-tune (a training job by its name,
 //!   or a published `model-{id}` whose adapter a job made) is attributed over the span index
 //!   its job built from its training rows; the record's shares go into the usage record and so
 //!   into settlement.
@@ -18,7 +18,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use clap::{Args, Subcommand};
 use openledger_attribution::{
-    AttributionRecord, Index, METHOD_SPAN_V1, SpanParams, attribute, response_hash,
+    AttributionRecord, GradientParams, GradientRecord, Index, METHOD_SPAN_V1, SpanParams,
+    attribute, response_hash,
 };
 use openledger_factory::Factory;
 use openledger_primitives::B256;
@@ -27,27 +28,140 @@ use serde_json::{Value, json};
 
 use crate::published::PublishedAdapters;
 
-/// Span attribution of fine-tunes made by this node's factory.
-pub struct SpanAttributor {
+/// Attribution of the fine-tunes this node's factory made: the span path for every served
+/// completion, the gradient path on request.
+pub struct NodeAttributor {
     factory: Factory,
     published: Arc<PublishedAdapters>,
+    models: openledger_llm::ModelStore,
     params: SpanParams,
     /// Open indexes by job id (memory-mapped; opened once).
     indexes: Mutex<HashMap<u64, Arc<Index>>>,
+    /// Base models with f32 weights (gradients need them), by store name; loaded on demand.
+    trainable: Mutex<HashMap<String, Arc<openledger_llm::Model>>>,
 }
 
 /// Spans listed in a response's attribution detail, and rows per span.
 const DETAIL_SPANS: usize = 32;
 const DETAIL_ROWS: usize = 8;
 
-impl SpanAttributor {
-    pub fn new(factory: Factory, published: Arc<PublishedAdapters>, params: SpanParams) -> Self {
+impl NodeAttributor {
+    pub fn new(
+        factory: Factory,
+        published: Arc<PublishedAdapters>,
+        models: openledger_llm::ModelStore,
+        params: SpanParams,
+    ) -> Self {
         Self {
             factory,
             published,
+            models,
             params,
             indexes: Mutex::new(HashMap::new()),
+            trainable: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The gradient-path record of `response` to `prompt` by `model`: the response's loss
+    /// gradient under the fine-tune, scored against every training row's stored sketch.
+    pub fn gradient_record(
+        &self,
+        model: &str,
+        prompt: &str,
+        response: &str,
+        damping: f64,
+        top_k: u32,
+    ) -> Result<Option<(GradientRecord, Value)>> {
+        use openledger_llm::influence::{GradientProbe, GradientStore, datainf};
+        let Some((job, adapter_hash)) = self.job_of(model) else {
+            return Ok(None);
+        };
+        let record = self.factory.get(job)?;
+        let store = GradientStore::decode(
+            &std::fs::read(self.factory.gradients_path(job))
+                .with_context(|| format!("job {job} kept no gradient store"))?,
+        )?;
+        let base = {
+            let mut loaded = self.trainable.lock().expect("trainable models lock");
+            match loaded.get(&record.spec.base_model) {
+                Some(m) => m.clone(),
+                None => {
+                    let (_, path) =
+                        self.models
+                            .find(&record.spec.base_model)?
+                            .with_context(|| {
+                                format!("base model {} is not installed", record.spec.base_model)
+                            })?;
+                    let m = Arc::new(openledger_llm::Model::load_with(
+                        &path,
+                        openledger_llm::Weights::Dequantized,
+                    )?);
+                    loaded.insert(record.spec.base_model.clone(), m.clone());
+                    m
+                }
+            }
+        };
+        let adapter = openledger_llm::LoraAdapter::load_peft(
+            &self.factory.adapter_dir(job),
+            base.llama.config(),
+            &openledger_llm::Device::Cpu,
+        )?;
+        let template = base
+            .chat
+            .as_ref()
+            .context("the base model has no chat template")?;
+        let segments = template.segments(&[
+            openledger_llm::ChatMessage::new("user", prompt),
+            openledger_llm::ChatMessage::new("assistant", response),
+        ])?;
+        let example = base.tokenizer.encode_segments(&segments, false)?;
+        let answer = base.tokenizer.encode(response)?;
+        let probe = GradientProbe::new(&base.llama, &adapter)?;
+        let (test, loss) = probe.gradient(&example, &store.sketch)?;
+        let scores = datainf(&store.gradients(), &test, store.sketch.width, damping);
+        let per_row: Vec<(u64, f64)> = store
+            .rows
+            .iter()
+            .zip(&scores)
+            .map(|(r, &s)| (r.contribution_id, s))
+            .collect();
+        let roots = self
+            .index(job)
+            .map(|i| i.snapshot_roots().to_vec())
+            .unwrap_or_default();
+        let params = GradientParams {
+            sketch_width: store.sketch.width as u32,
+            sketch_seed: store.sketch.seed,
+            damping,
+            top_k,
+        };
+        let record = GradientRecord::from_scores(
+            adapter_hash.0,
+            roots,
+            response_hash(&answer),
+            params,
+            &per_row,
+        );
+        let mut top: Vec<(usize, f64)> = scores.iter().copied().enumerate().collect();
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let rows: Vec<Value> = top
+            .iter()
+            .take(DETAIL_ROWS)
+            .map(|&(i, s)| {
+                json!({
+                    "row": format!("0x{}", alloy_primitives::hex::encode(store.rows[i].row)),
+                    "contribution_id": store.rows[i].contribution_id,
+                    "score": s,
+                })
+            })
+            .collect();
+        let detail = json!({
+            "hash": format!("0x{}", alloy_primitives::hex::encode(record.hash())),
+            "record": serde_json::to_value(&record)?,
+            "response_loss": loss,
+            "top_rows": rows,
+        });
+        Ok(Some((record, detail)))
     }
 
     /// The job that made the fine-tune served as `model`, and its adapter's hash.
@@ -143,7 +257,7 @@ impl SpanAttributor {
     }
 }
 
-impl Attributor for SpanAttributor {
+impl Attributor for NodeAttributor {
     fn attribute(&self, model: &str, completion: &[u32]) -> Option<Attributed> {
         match self.record(model, completion, &self.params) {
             Ok(Some((record, detail))) => Some(Attributed {
@@ -165,7 +279,7 @@ impl Attributor for SpanAttributor {
 }
 
 /// The node's attributor, set once the base model has loaded.
-pub type AttributorSlot = Arc<std::sync::OnceLock<Arc<SpanAttributor>>>;
+pub type AttributorSlot = Arc<std::sync::OnceLock<Arc<NodeAttributor>>>;
 
 #[derive(Clone)]
 struct ApiState {
@@ -173,7 +287,7 @@ struct ApiState {
     serving: openlora::Slot,
 }
 
-fn attributor(state: &ApiState) -> Result<Arc<SpanAttributor>, Failure> {
+fn attributor(state: &ApiState) -> Result<Arc<NodeAttributor>, Failure> {
     state.attributor.get().cloned().ok_or_else(|| {
         bad(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -196,6 +310,11 @@ struct AttributeBody {
     /// For verify: the record to check.
     #[serde(default)]
     record: Option<AttributionRecord>,
+    /// `span` (default) or `gradient` (needs `prompt` and `response`).
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    prompt: Option<String>,
 }
 
 /// An error answer of the attribution API.
@@ -244,8 +363,36 @@ async fn create(
     State(state): State<ApiState>,
     Json(body): Json<AttributeBody>,
 ) -> Result<Response, Failure> {
-    let tokens = tokens(&state, &body)?;
     let attributor = attributor(&state)?;
+    if body.method.as_deref() == Some("gradient") {
+        let (Some(prompt), Some(response)) = (body.prompt.clone(), body.response.clone()) else {
+            return Err(bad(
+                StatusCode::BAD_REQUEST,
+                "the gradient method needs \"prompt\" and \"response\" as text".into(),
+            ));
+        };
+        let model = body.model.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            attributor.gradient_record(&model, &prompt, &response, 0.1, 16)
+        })
+        .await;
+        return match out {
+            Ok(Ok(Some((_, detail)))) => Ok(Json(detail).into_response()),
+            Ok(Ok(None)) => Err(bad(
+                StatusCode::NOT_FOUND,
+                format!("model {:?} was not fine-tuned here", body.model),
+            )),
+            Ok(Err(e)) => Err(bad(StatusCode::BAD_REQUEST, format!("{e:#}"))),
+            Err(e) => Err(bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        };
+    }
+    if let Some(method) = body.method.as_deref().filter(|m| *m != "span") {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            format!("unknown method {method:?}: use span or gradient"),
+        ));
+    }
+    let tokens = tokens(&state, &body)?;
     let params = body.params.unwrap_or(attributor.params);
     let model = body.model.clone();
     let out =
@@ -328,11 +475,15 @@ pub struct AttributeRequest {
     #[arg(long)]
     pub response: Option<String>,
     /// Or: ask the model this and attribute its answer.
-    #[arg(long, conflicts_with = "response")]
+    #[arg(long)]
     pub prompt: Option<String>,
-    /// Shortest span kept, in tokens.
+    /// Shortest span kept, in tokens (span method).
     #[arg(long)]
     pub min_len: Option<u32>,
+    /// `span` (suffix-array matches, any response) or `gradient` (LoRA gradient influence;
+    /// needs --prompt and --response).
+    #[arg(long, default_value = "span")]
+    pub method: String,
     /// The node's API.
     #[arg(
         long,
@@ -397,6 +548,14 @@ pub fn run(args: AttributeArgs) -> Result<()> {
                 bail!("--model is required: the fine-tune whose answer to attribute");
             }
             let detail = match (&r.response, &r.prompt) {
+                (Some(response), Some(prompt)) if r.method == "gradient" => post_json(
+                    &r.api,
+                    "/v1/attribution",
+                    &json!({"model": r.model, "method": "gradient", "prompt": prompt, "response": response}),
+                )?,
+                _ if r.method == "gradient" => {
+                    bail!("the gradient method needs --prompt and --response")
+                }
                 (Some(response), _) => post_json(
                     &r.api,
                     "/v1/attribution",
@@ -427,12 +586,12 @@ pub fn run(args: AttributeArgs) -> Result<()> {
                 .cloned()
                 .unwrap_or_default()
             {
-                eprintln!(
-                    "contribution {:>6}  {:>9} ppm  {}",
-                    c["contribution_id"],
-                    c["share_ppm"],
-                    c["contributor"].as_str().unwrap_or("")
-                );
+                // Span records list objects, gradient records (id, ppm) pairs.
+                let (id, ppm) = match &c {
+                    Value::Array(pair) => (pair[0].clone(), pair[1].clone()),
+                    _ => (c["contribution_id"].clone(), c["share_ppm"].clone()),
+                };
+                eprintln!("contribution {id:>6}  {ppm:>9} ppm");
             }
             println!("{}", serde_json::to_string_pretty(&detail)?);
         }

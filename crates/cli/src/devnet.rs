@@ -320,6 +320,7 @@ pub fn run(args: UpArgs) -> Result<()> {
         }
         if args.model != "none" {
             let (name, store) = (args.model.clone(), args.models.store());
+            let attribution_store = args.models.store();
             let jobs = factory.clone();
             let local_adapters = args.adapters.clone();
             let operator = key.address();
@@ -363,6 +364,7 @@ pub fn run(args: UpArgs) -> Result<()> {
                         });
                         let on_chain = published.clone();
                         let (attributed_jobs, attributed_models) = (jobs.clone(), published.clone());
+                        let attributed_store = attribution_store.clone();
                         let mut sources = vec![
                             adapters,
                             Box::new(move || {
@@ -393,9 +395,10 @@ pub fn run(args: UpArgs) -> Result<()> {
                                 crate::billing::peft_adapter_hash(&dir)
                             })
                         });
-                        let attributor = Arc::new(crate::attribute::SpanAttributor::new(
+                        let attributor = Arc::new(crate::attribute::NodeAttributor::new(
                             attributed_jobs,
                             attributed_models,
+                            attributed_store,
                             openledger_attribution::SpanParams::default(),
                         ));
                         let _ = attribution.set(attributor.clone());
