@@ -119,7 +119,11 @@ def main():
         [[sp.l, sp.r, sp.count] for sp in raw.attribute(input_ids=r, delim_ids=[], min_len=32, max_cnt=10000, enforce_bow=False).spans]
         for r in responses
     ] if attribute_us else []
-    notes.append("latencies timed through pybind11 (engine.engine), Python call overhead included")
+    notes.append(
+        "latencies timed through pybind11 (engine.engine), Python call overhead included; "
+        "its engine starts a thread per shard for every query (one clone3 per count under strace), "
+        "so on a loaded machine its latencies are mostly that thread's scheduling delay"
+    )
 
     result = {
         "build_s": build_s,

@@ -418,7 +418,7 @@ impl Index {
     }
 
     /// `ln p(token)` with `p(t) = (count(t) + 1) / (T + V)` (add-one smoothing over the
-    /// vocabulary's `V` ids), computed with [`crate::detmath`]-style basic operations only, so
+    /// vocabulary's `V` ids), the logarithm from [`crate::detmath::ln`] (basic operations only), so
     /// it is bit-identical on every machine.
     pub fn unigram_ln_prob(&self, token: u32) -> f64 {
         let p = (self.unigram_count(token) + 1) as f64 / self.denominator;

@@ -13,6 +13,29 @@
 //!
 //! This crate takes token ids, not text, and knows nothing of models, HTTP or the chain.
 //!
+//! ```
+//! use openledger_attribution::{AttributionRecord, BuildConfig, Document, Index, SpanParams, Vocab, build_index};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let rows = [
+//!     Document::from_bytes(1, 10, [0xaa; 20], 100, b"suffix arrays find every occurrence"),
+//!     Document::from_bytes(2, 11, [0xbb; 20], 200, b"the people whose data shaped the answer"),
+//! ];
+//! let mut config = BuildConfig::new(Vocab::Bytes, vec![[0x51; 32]]);
+//! config.progress = false;
+//! build_index(dir.path(), &config, rows)?;
+//!
+//! let index = Index::open(dir.path())?;
+//! let response: Vec<u32> = b"we know whose data shaped the answer".iter().map(|&b| b as u32).collect();
+//! assert_eq!(index.count(&response[8..36]), 1);
+//! let params = SpanParams { min_len: 12, max_unigram_prob: 1.0, ..SpanParams::default() };
+//! let record = AttributionRecord::create(&index, [0x4d; 32], &response, params)?;
+//! assert_eq!(record.contributions[0].contribution_id, 11);
+//! assert_eq!(record.contributions[0].share_ppm, 1_000_000);
+//! assert!(record.verify(&index, &response)?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Index layout
 //!
 //! | file | content |
@@ -37,11 +60,15 @@
 //! ```
 //!
 //! It prints build time, peak RSS, index bytes per token, count and occurrence latency
-//! (p50/p99) and per-response attribution time for both, with ratios, then deletes its
-//! corpus and indexes (`--keep` keeps them).
+//! (p50/p99) and per-response attribution time for both, with ratios, and checks that both
+//! engines agree on every count, on the longest match at every response position (their
+//! `creativity`) and on the maximal spans (their `attribute`); then it deletes its corpus
+//! and indexes (`--keep` keeps them). infini-gram starts a thread per query, so on a loaded
+//! machine its latencies measure mostly scheduling; compare build figures and
+//! ANCHORS.md's quiet-machine latencies too.
 
 pub mod build;
-mod detmath;
+pub mod detmath;
 mod error;
 pub mod format;
 pub mod gradient;

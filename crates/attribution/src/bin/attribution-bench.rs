@@ -4,7 +4,7 @@
 //! RUSTFLAGS="-C target-cpu=native" cargo run --release -p openledger-attribution \
 //!     --bin attribution-bench -- [--mb 100] [--source ~/.cargo/registry/src] [--work /tmp/attr-bench]
 //!     [--queries 2000] [--responses 20] [--python ~/.cache/openledger/venv-infinigram/bin/python]
-//!     [--threads N (libsais; 0 = OpenMP default)] [--no-anchor] [--keep]
+//!     [--threads N (libsais, default 1; 0 = OpenMP default)] [--no-anchor] [--keep]
 //! ```
 //!
 //! Documents are the UTF-8 files (≤ 1 MiB) under `--source`, in sorted path order, until
@@ -51,7 +51,7 @@ fn parse_args() -> Res<Args> {
         python: home.join(".cache/openledger/venv-infinigram/bin/python"),
         anchor: true,
         keep: false,
-        threads: 0,
+        threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
