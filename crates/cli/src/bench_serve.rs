@@ -144,7 +144,7 @@ impl AdapterKind {
     /// seven linear layers, the others q and v.
     fn of(k: usize) -> Self {
         Self {
-            rank: if k % 2 == 0 { 8 } else { 16 },
+            rank: if k.is_multiple_of(2) { 8 } else { 16 },
             all_linear: k % 8 >= 6,
         }
     }
@@ -663,11 +663,11 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
 
     // Part 2 runs first, on a heap that has not yet held hundreds of adapters, so the RSS
     // growth it reports is the cache's.
-    let zipf = if args.zipf_adapters > 0 {
-        let mean_bytes = (0..args.zipf_adapters)
-            .map(|k| AdapterKind::of(k).bytes(&config))
-            .sum::<usize>()
-            / args.zipf_adapters;
+    let mean_bytes = (0..args.zipf_adapters)
+        .map(|k| AdapterKind::of(k).bytes(&config))
+        .sum::<usize>()
+        .checked_div(args.zipf_adapters);
+    let zipf = if let Some(mean_bytes) = mean_bytes {
         let budget = mean_bytes * args.cache_adapters;
         let registry = Arc::new(Registry::new(
             vec![source(&root, args.zipf_adapters)],
