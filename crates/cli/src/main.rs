@@ -7,6 +7,7 @@ mod attribute;
 mod bench;
 mod bench_datanet;
 mod bench_model;
+mod bench_serve;
 mod bench_train;
 mod billing;
 mod chaintx;
@@ -103,6 +104,8 @@ enum Command {
     BenchDatanet(bench_datanet::DatanetBenchArgs),
     /// Measure base-model inference (prefill, decode) beside llama.cpp on the same GGUF.
     BenchModel(bench_model::ModelBenchArgs),
+    /// Measure OpenLoRA multi-adapter serving beside base-only and llama-server.
+    BenchServe(bench_serve::ServeBenchArgs),
     /// Measure LoRA training throughput beside PyTorch + PEFT on the same weights.
     BenchTrain(bench_train::TrainBenchArgs),
 }
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchDatanet(args) => bench_datanet::run(args),
         Command::BenchModel(args) => bench_model::run(args),
+        Command::BenchServe(args) => bench_serve::run(args),
         Command::BenchTrain(args) => bench_train::run(args),
     };
     match result {

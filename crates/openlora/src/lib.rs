@@ -17,4 +17,4 @@ pub mod registry;
 pub use api::{Serving, Slot, router};
 pub use engine::{Engine, Event, Request};
 pub use metering::{Admission, Meter, MeterError, Usage, UsageLog, UsageRecord};
-pub use registry::Registry;
+pub use registry::{Fetched, Registry};

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openledger_llm::config::LlamaConfig;
 use openledger_llm::{Device, LlmError, LoraAdapter};
@@ -29,6 +30,13 @@ pub struct AdapterState {
     pub resident: bool,
     pub pinned: bool,
     pub bytes: usize,
+}
+
+/// What [`Registry::fetch`] found: the adapter, and when it was not resident (a miss), how
+/// long reading it from disk took.
+pub struct Fetched {
+    pub adapter: Arc<LoraAdapter>,
+    pub loaded_in: Option<Duration>,
 }
 
 pub struct Registry {
@@ -80,6 +88,12 @@ impl Registry {
         name: &str,
         model: &LlamaConfig,
     ) -> Result<Option<Arc<LoraAdapter>>, LlmError> {
+        Ok(self.fetch(name, model)?.map(|f| f.adapter))
+    }
+
+    /// As [`Registry::get`], also saying whether this call loaded the adapter from disk and
+    /// how long that took (what a cold request waits before it can join the batch).
+    pub fn fetch(&self, name: &str, model: &LlamaConfig) -> Result<Option<Fetched>, LlmError> {
         use std::sync::atomic::Ordering::Relaxed;
         {
             let mut guard = self.cache.lock().expect("adapter cache lock");
@@ -89,7 +103,10 @@ impl Registry {
             if let Some(entry) = entries.get_mut(name) {
                 entry.last_used = now;
                 self.hits.fetch_add(1, Relaxed);
-                return Ok(Some(entry.adapter.clone()));
+                return Ok(Some(Fetched {
+                    adapter: entry.adapter.clone(),
+                    loaded_in: None,
+                }));
             }
         }
         let Some(dir) = self
@@ -102,7 +119,9 @@ impl Registry {
             return Ok(None);
         };
         self.misses.fetch_add(1, Relaxed);
+        let started = Instant::now();
         let adapter = Arc::new(LoraAdapter::load_peft(&dir, model, &Device::Cpu)?);
+        let loaded_in = started.elapsed();
         let bytes = adapter_bytes(&adapter);
         let mut guard = self.cache.lock().expect("adapter cache lock");
         let (entries, clock) = &mut *guard;
@@ -128,7 +147,10 @@ impl Registry {
                 pinned: false,
             },
         );
-        Ok(Some(adapter))
+        Ok(Some(Fetched {
+            adapter,
+            loaded_in: Some(loaded_in),
+        }))
     }
 
     /// Loads `name` (if needed) and pins or unpins it; `false` when there is no such adapter.
