@@ -127,6 +127,9 @@ describe('Staking and Governance via cast and the CLI', { skip: IS_ANVIL && 'Ope
     out = await olFails('gov', 'propose', '--description', 'no time to vote', '--private-key', a.privateKey,
       '--param', 'governance.voting_period_blocks=0');
     assert.match(out, /governance\.voting_period_blocks = 0 is out of range \(10 to 10000000\)/);
+    // A fraud removal must name accepted contributions.
+    out = await olFails('gov', 'propose', '--description', 'no such row', '--private-key', a.privateKey, '--remove', '99');
+    assert.match(out, /contribution 99 is not an accepted contribution/);
     assert.equal(await cast('call', GOVERNANCE, 'proposalCount()(uint64)'), '0');
 
     // The proposal: 60% contributors, 20% curators/validators, 15% model owner, 5% treasury.

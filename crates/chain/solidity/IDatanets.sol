@@ -7,7 +7,7 @@ pragma solidity ^0.8.20;
 /// contributed which rows (by Merkle root), which curators reviewed them, the immutable
 /// snapshots published from accepted rows, and who may read a permissioned datanet.
 /// Schemas: 0 plain text, 1 instruction/response, 2 chat messages.
-/// Contribution status: 0 pending, 1 accepted, 2 rejected.
+/// Contribution status: 0 pending, 1 accepted, 2 rejected, 3 removed for fraud (by governance).
 interface IDatanets {
     event DatanetCreated(uint64 indexed datanetId, address indexed owner, string name, string license, uint8 schema, bool permissioned, bool allowlistOnly, uint16 reviewQuorum);
     event CuratorSet(uint64 indexed datanetId, address indexed curator, bool enabled);
@@ -17,6 +17,7 @@ interface IDatanets {
     event Reviewed(uint64 indexed contributionId, address indexed curator, bool accept, uint16 reasonCode);
     event ContributionAccepted(uint64 indexed contributionId, uint64 indexed datanetId);
     event ContributionRejected(uint64 indexed contributionId, uint64 indexed datanetId);
+    event ContributionRemoved(uint64 indexed contributionId, uint64 indexed datanetId);
     event SnapshotPublished(uint64 indexed snapshotId, uint64 indexed datanetId, bytes32 root, uint64 rowCount, uint64 parentSnapshotId);
     event AccessRequested(uint64 indexed datanetId, address indexed requester, string purpose);
     event AccessGranted(uint64 indexed datanetId, address indexed grantee, uint64 expiresAt);
@@ -33,6 +34,8 @@ interface IDatanets {
     error ContributionNotPending(uint64 contributionId);
     error WrongFee(uint256 paid, uint256 required);
     error InvalidArgument(string what);
+    error NotGovernance(address caller);
+    error ContributionNotAccepted(uint64 contributionId);
 
     /// Creates a datanet; `msg.value` must equal ProtocolParams' `datanet.creation_fee`, which
     /// goes to the treasury. The caller becomes the owner.
@@ -49,6 +52,10 @@ interface IDatanets {
 
     /// The owner publishes an immutable snapshot over accepted rows.
     function publishSnapshot(uint64 datanetId, bytes32 root, uint64 rowCount, uint64 parentSnapshotId) external returns (uint64 snapshotId);
+
+    /// Governance only: removes an accepted contribution found fraudulent (it earns nothing
+    /// from then on) and returns the curators who accepted it, whom governance then slashes.
+    function removeForFraud(uint64 contributionId) external returns (address[] memory curators);
 
     function requestAccess(uint64 datanetId, string calldata purpose) external;
     /// Grants read access until `expiresAt` (unix seconds).

@@ -51,6 +51,10 @@ interface IGovernance {
     /// `paramNames[i]` is set to `paramValues[i]`; `spendTo[i]` receives `spendAmounts[i]` wei
     /// from the treasury; every account in `slashAccounts` is slashed.
     function propose(string calldata description, string[] calldata paramNames, uint256[] calldata paramValues, address[] calldata spendTo, uint256[] calldata spendAmounts, address[] calldata slashAccounts) external payable returns (uint64 proposalId);
+    /// Creates a proposal to remove accepted contributions found fraudulent: when it executes,
+    /// each is marked removed in Datanets (settlement pays it nothing more) and every curator
+    /// who accepted it is slashed `staking.slash_bps` of their stake. Same deposit and voting.
+    function proposeRemoval(string calldata description, uint64[] calldata contributionIds) external payable returns (uint64 proposalId);
     /// Votes (or changes the caller's vote) until the end block.
     function vote(uint64 proposalId, uint8 support) external;
     /// Applies a passed proposal after its timelock, atomically, and refunds its deposit.
@@ -66,5 +70,6 @@ interface IGovernance {
     function proposalCount() external view returns (uint64);
     function getProposal(uint64 proposalId) external view returns (address proposer, string memory description, uint8 state, uint64 snapshotBlock, uint64 endBlock, uint64 executableBlock, uint256 forVotes, uint256 againstVotes, uint256 abstainVotes, uint256 vetoVotes, uint256 quorumVotes, uint256 deposit);
     function proposalActions(uint64 proposalId) external view returns (string[] memory paramNames, uint256[] memory paramValues, address[] memory spendTo, uint256[] memory spendAmounts, address[] memory slashAccounts);
+    function proposalRemovals(uint64 proposalId) external view returns (uint64[] memory contributionIds);
     function getVote(uint64 proposalId, address voter) external view returns (bool voted, uint8 support, uint256 weight);
 }

@@ -295,6 +295,10 @@ fn describe(error: &IDatanets::IDatanetsErrors) -> String {
             )
         }
         E::DatanetIsClosed(e) => format!("datanet {} is closed", e.datanetId),
+        E::NotGovernance(e) => format!("{} is not the governance module", e.caller),
+        E::ContributionNotAccepted(e) => {
+            format!("contribution {} is not accepted", e.contributionId)
+        }
         E::AlreadyReviewed(e) => format!(
             "{} already reviewed contribution {}",
             e.curator, e.contributionId

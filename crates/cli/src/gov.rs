@@ -39,6 +39,10 @@ pub enum GovCommand {
         /// An account to slash by `staking.slash_bps` (repeat for more).
         #[arg(long = "slash")]
         slashes: Vec<Address>,
+        /// A contribution to remove for fraud: it stops earning and the curators who accepted
+        /// it are slashed (repeat for more; such a proposal carries only removals).
+        #[arg(long = "remove", conflicts_with_all = ["params", "spends", "slashes"])]
+        removals: Vec<u64>,
     },
     /// Vote for, against, abstain or veto (a later vote replaces an earlier one).
     Vote {
@@ -216,6 +220,15 @@ fn show(client: &RpcClient, id: u64, voter: Option<Address>) -> Result<()> {
     for account in &actions.slashAccounts {
         println!("  slash         {account}");
     }
+    let removals = view(
+        client,
+        GOVERNANCE,
+        IGovernance::proposalRemovalsCall { proposalId: id },
+        explain,
+    )?;
+    for contribution in removals {
+        println!("  remove        contribution {contribution} (and slash its curators)");
+    }
     let total = p.forVotes + p.againstVotes + p.abstainVotes + p.vetoVotes;
     println!("  tally         (OPEN of voting power)");
     println!("    for         {}", format_open(p.forVotes));
@@ -292,6 +305,7 @@ pub fn run(cmd: GovCommand, signing: Signing) -> Result<()> {
             params,
             spends,
             slashes,
+            removals,
         } => {
             let deposit = view(
                 &client,
@@ -301,15 +315,24 @@ pub fn run(cmd: GovCommand, signing: Signing) -> Result<()> {
                 },
                 explain,
             )?;
-            let call = IGovernance::proposeCall {
-                description,
-                paramNames: params.iter().map(|(n, _)| n.clone()).collect(),
-                paramValues: params.iter().map(|(_, v)| *v).collect(),
-                spendTo: spends.iter().map(|(a, _)| *a).collect(),
-                spendAmounts: spends.iter().map(|(_, v)| *v).collect(),
-                slashAccounts: slashes,
+            let input = if removals.is_empty() {
+                IGovernance::proposeCall {
+                    description,
+                    paramNames: params.iter().map(|(n, _)| n.clone()).collect(),
+                    paramValues: params.iter().map(|(_, v)| *v).collect(),
+                    spendTo: spends.iter().map(|(a, _)| *a).collect(),
+                    spendAmounts: spends.iter().map(|(_, v)| *v).collect(),
+                    slashAccounts: slashes,
+                }
+                .abi_encode()
+            } else {
+                IGovernance::proposeRemovalCall {
+                    description,
+                    contributionIds: removals,
+                }
+                .abi_encode()
             };
-            let receipt = send(call.abi_encode(), deposit)?;
+            let receipt = send(input, deposit)?;
             let e: IGovernance::ProposalCreated = event(&receipt)?;
             println!(
                 "proposal {} created (deposit {} OPEN); voting until block {}, snapshot block {}",

@@ -16,7 +16,7 @@ use super::{
     unknown_selector,
 };
 use alloy_sol_types::{SolCall, SolValue};
-use openledger_primitives::addresses::{DATANETS, TREASURY};
+use openledger_primitives::addresses::{DATANETS, GOVERNANCE, TREASURY};
 use openledger_primitives::{Address, B256, Bytes, U256};
 
 /// The generated bindings (some constructors take more arguments than clippy likes).
@@ -56,6 +56,7 @@ const C_REJECTIONS: u64 = 7;
 pub const STATUS_PENDING: u8 = 0;
 pub const STATUS_ACCEPTED: u8 = 1;
 pub const STATUS_REJECTED: u8 = 2;
+pub const STATUS_REMOVED: u8 = 3;
 
 const S_DATANET: u64 = 0;
 const S_ROOT: u64 = 1;
@@ -546,6 +547,32 @@ impl Module for Datanets {
                     },
                 )?;
                 Ok(id.abi_encode().into())
+            }
+            I::removeForFraudCall::SELECTOR => {
+                if caller != GOVERNANCE {
+                    return Err(ModuleError::revert(I::NotGovernance { caller }));
+                }
+                let a = decode::<I::removeForFraudCall>(self.name(), input)?;
+                let payees = contribution_payees(host, a.contributionId)?.ok_or(
+                    ModuleError::revert(I::UnknownContribution {
+                        contributionId: a.contributionId,
+                    }),
+                )?;
+                if !payees.accepted {
+                    return Err(ModuleError::revert(I::ContributionNotAccepted {
+                        contributionId: a.contributionId,
+                    }));
+                }
+                let base = contribution(a.contributionId);
+                store_u64(host, field(base, C_STATUS), STATUS_REMOVED as u64)?;
+                emit(
+                    host,
+                    I::ContributionRemoved {
+                        contributionId: a.contributionId,
+                        datanetId: payees.datanet_id,
+                    },
+                )?;
+                Ok(I::removeForFraudCall::abi_encode_returns(&payees.curators).into())
             }
             I::requestAccessCall::SELECTOR => {
                 let a = decode::<I::requestAccessCall>(self.name(), input)?;

@@ -15,6 +15,7 @@
 //! parameters (gas limit, base fee) at the start of each block, so those changes apply from the
 //! next block.
 
+use super::datanets::{IDatanets, contribution_payees};
 use super::protocol_params::{
     BPS, FEE_SPLIT_PARAMS, FeeSplit, GOVERNANCE_DEPOSIT, GOVERNANCE_QUORUM_BPS,
     GOVERNANCE_THRESHOLD_BPS, GOVERNANCE_TIMELOCK_BLOCKS, GOVERNANCE_VETO_THRESHOLD_BPS,
@@ -29,7 +30,9 @@ use super::{
     unknown_selector,
 };
 use alloy_sol_types::SolCall;
-use openledger_primitives::addresses::{GOVERNANCE, PROTOCOL_PARAMS, STAKING, SYSTEM, TREASURY};
+use openledger_primitives::addresses::{
+    DATANETS, GOVERNANCE, PROTOCOL_PARAMS, STAKING, SYSTEM, TREASURY,
+};
 use openledger_primitives::{Address, Bytes, U256};
 
 mod abi {
@@ -104,6 +107,9 @@ const P_SPENDS: u64 = 15;
 const P_SLASHES: u64 = 16;
 /// A string: its chunks hang off a hash of this slot, so it goes last.
 const P_DESCRIPTION: u64 = 17;
+/// Contributions to remove for fraud (`proposeRemoval`); the description's chunks live at a
+/// hash of its slot, so this field after it is free.
+const P_REMOVALS: u64 = 18;
 
 const FLAG_EXECUTED: u64 = 1;
 const FLAG_DEPOSIT_SETTLED: u64 = 2;
@@ -527,6 +533,23 @@ fn execute(
         host.call_module(STAKING, &slash.abi_encode())?;
     }
 
+    // Fraud: the rows stop earning, and the curators who accepted them lose stake.
+    let removals = load_u64(host, field(base, P_REMOVALS))?;
+    for i in 0..removals {
+        let contribution = load_u64(host, action("proposal.remove", id, i))?;
+        let remove = IDatanets::removeForFraudCall {
+            contributionId: contribution,
+        };
+        let out = host.call_module(DATANETS, &remove.abi_encode())?;
+        let curators = IDatanets::removeForFraudCall::abi_decode_returns(&out).map_err(|e| {
+            ModuleError::Fatal(format!("Datanets answered removeForFraud badly: {e}"))
+        })?;
+        for account in curators {
+            let slash = IStaking::slashCall { account };
+            host.call_module(STAKING, &slash.abi_encode())?;
+        }
+    }
+
     if p.flags & FLAG_DEPOSIT_SETTLED == 0 {
         p.settle_deposit(host, call.block_number)?;
     }
@@ -603,7 +626,7 @@ impl Module for Governance {
         host: &mut dyn ModuleHost,
     ) -> Result<Bytes, ModuleError> {
         let selector = selector(call, self.name())?;
-        if selector != I::proposeCall::SELECTOR {
+        if selector != I::proposeCall::SELECTOR && selector != I::proposeRemovalCall::SELECTOR {
             non_payable(call)?;
         }
         let input = call.input;
@@ -611,6 +634,53 @@ impl Module for Governance {
             I::proposeCall::SELECTOR => {
                 let a = decode::<I::proposeCall>(self.name(), input)?;
                 propose(host, call, a)
+            }
+            I::proposeRemovalCall::SELECTOR => {
+                let a = decode::<I::proposeRemovalCall>(self.name(), input)?;
+                if a.contributionIds.is_empty() || a.contributionIds.len() > MAX_ACTIONS {
+                    return Err(invalid("remove 1 to 16 contributions"));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for &id in &a.contributionIds {
+                    let accepted = contribution_payees(host, id)?.is_some_and(|p| p.accepted);
+                    if !accepted || !seen.insert(id) {
+                        return Err(invalid(&format!(
+                            "contribution {id} is not an accepted contribution (or is named twice)"
+                        )));
+                    }
+                }
+                let made = propose(
+                    host,
+                    call,
+                    I::proposeCall {
+                        description: a.description,
+                        paramNames: vec![],
+                        paramValues: vec![],
+                        spendTo: vec![],
+                        spendAmounts: vec![],
+                        slashAccounts: vec![],
+                    },
+                )?;
+                let id = load_u64(host, count_slot())?;
+                store_u64(
+                    host,
+                    field(proposal(id), P_REMOVALS),
+                    a.contributionIds.len() as u64,
+                )?;
+                for (i, &c) in a.contributionIds.iter().enumerate() {
+                    store_u64(host, action("proposal.remove", id, i as u64), c)?;
+                }
+                Ok(made)
+            }
+            I::proposalRemovalsCall::SELECTOR => {
+                let a = decode::<I::proposalRemovalsCall>(self.name(), input)?;
+                let id = Proposal::load(host, a.proposalId)?.id;
+                let n = load_u64(host, field(proposal(id), P_REMOVALS))?;
+                let mut ids = Vec::with_capacity(n as usize);
+                for i in 0..n {
+                    ids.push(load_u64(host, action("proposal.remove", id, i))?);
+                }
+                Ok(I::proposalRemovalsCall::abi_encode_returns(&ids).into())
             }
             I::voteCall::SELECTOR => {
                 let a = decode::<I::voteCall>(self.name(), input)?;
@@ -723,6 +793,7 @@ mod tests {
     use crate::genesis::Genesis;
     use crate::test_utils::key;
     use alloy_signer_local::PrivateKeySigner;
+    use openledger_primitives::B256;
     use openledger_primitives::units::ONE_OPEN;
 
     fn open(n: u64) -> U256 {
@@ -1274,6 +1345,102 @@ mod tests {
         assert!(
             !c.state.accounts.contains_key(&SYSTEM),
             "the hook's caller is not an account"
+        );
+    }
+
+    #[test]
+    fn fraud_removal_stops_a_rows_pay_and_slashes_the_curators_who_accepted_it() {
+        use super::super::datanets::STATUS_REMOVED;
+        let (a, b, cc, owner, contributor) = (key(0), key(1), key(2), key(3), key(4));
+        let mut c = chain();
+        // cc curates a datanet and accepts a contribution.
+        let create = IDatanets::createDatanetCall {
+            name: "facts".into(),
+            descriptionHash: B256::repeat_byte(1),
+            license: "CC-BY-4.0".into(),
+            schema: 1,
+            permissioned: false,
+            allowlistOnly: false,
+            reviewQuorum: 1,
+            curators: vec![cc.address()],
+        };
+        assert!(
+            c.send_to(DATANETS, &owner, create.abi_encode(), open(10))
+                .success
+        );
+        let contribute = IDatanets::contributeCall {
+            datanetId: 1,
+            contentRoot: B256::repeat_byte(2),
+            rowCount: 3,
+            byteCount: 30,
+        };
+        assert!(
+            c.send_to(DATANETS, &contributor, contribute.abi_encode(), U256::ZERO)
+                .success
+        );
+        let review = IDatanets::reviewCall {
+            contributionId: 1,
+            accept: true,
+            reasonCode: 0,
+        };
+        assert!(
+            c.send_to(DATANETS, &cc, review.abi_encode(), U256::ZERO)
+                .success
+        );
+
+        // Only governance removes rows; only accepted contributions can be proposed.
+        let direct = c.send_to(
+            DATANETS,
+            &a,
+            IDatanets::removeForFraudCall { contributionId: 1 }.abi_encode(),
+            U256::ZERO,
+        );
+        assert_eq!(
+            reverted_with::<IDatanets::NotGovernance>(&direct).caller,
+            a.address()
+        );
+        let remove = |ids: Vec<u64>| {
+            I::proposeRemovalCall {
+                description: "row 1 was copied from a paywalled source".into(),
+                contributionIds: ids,
+            }
+            .abi_encode()
+        };
+        let bad = c.send(&a, remove(vec![7]), open(DEPOSIT));
+        reverted_with::<I::InvalidProposal>(&bad);
+        let id = propose(&mut c, &a, remove(vec![1]));
+        let listed = I::proposalRemovalsCall::abi_decode_returns(
+            &c.view(I::proposalRemovalsCall { proposalId: id }.abi_encode()),
+        )
+        .unwrap();
+        assert_eq!(listed, vec![1]);
+        for v in [&a, &b, &cc] {
+            assert!(vote(&mut c, v, id, FOR).success);
+        }
+        c.advance(PERIOD + TIMELOCK + 1);
+        let treasury = c.balance(TREASURY);
+        let block = tick(&mut c);
+        assert_eq!(get(&c, id).state, ProposalState::Executed as u8);
+        let row = IDatanets::getContributionCall::abi_decode_returns(&c.view_to(
+            DATANETS,
+            IDatanets::getContributionCall { contributionId: 1 }.abi_encode(),
+        ))
+        .unwrap();
+        assert_eq!(row.status, STATUS_REMOVED);
+        let s = IStaking::stakeOfCall::abi_decode_returns(
+            &c.view_to(
+                STAKING,
+                IStaking::stakeOfCall {
+                    account: cc.address(),
+                }
+                .abi_encode(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.staked, open(285), "5% of the curator's 300");
+        assert_eq!(
+            c.balance(TREASURY),
+            treasury + open(15) + U256::from(block.gas_used)
         );
     }
 
