@@ -644,7 +644,7 @@ impl Module for Governance {
                 for &id in &a.contributionIds {
                     let accepted = contribution_payees(host, id)?.is_some_and(|p| p.accepted);
                     if !accepted || !seen.insert(id) {
-                        return Err(invalid(&format!(
+                        return Err(invalid(format!(
                             "contribution {id} is not an accepted contribution (or is named twice)"
                         )));
                     }
