@@ -568,6 +568,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn usage_and_attribution_records_hash_a_response_alike() {
+        // Settlement ties a usage record to its attribution record by this hash.
+        let tokens = [1u32, 70_000, 42];
+        assert_eq!(
+            openlora::metering::response_hash(&tokens),
+            openledger_attribution::response_hash(&tokens)
+        );
+    }
+
+    #[test]
     fn api_keys_persist_by_digest_and_map_to_their_account() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api-keys.json");

@@ -186,7 +186,14 @@ fn explain(e: RpcError) -> anyhow::Error {
     anyhow::anyhow!("the Governance precompile refused: {why}")
 }
 
-fn show(client: &RpcClient, id: u64, voter: Option<Address>) -> Result<()> {
+/// A proposal with its tally, its actions and the contributions it removes for fraud.
+struct Loaded {
+    p: IGovernance::getProposalReturn,
+    actions: IGovernance::proposalActionsReturn,
+    removals: Vec<u64>,
+}
+
+fn load(client: &RpcClient, id: u64) -> Result<Loaded> {
     let p = view(
         client,
         GOVERNANCE,
@@ -199,6 +206,25 @@ fn show(client: &RpcClient, id: u64, voter: Option<Address>) -> Result<()> {
         IGovernance::proposalActionsCall { proposalId: id },
         explain,
     )?;
+    let removals = view(
+        client,
+        GOVERNANCE,
+        IGovernance::proposalRemovalsCall { proposalId: id },
+        explain,
+    )?;
+    Ok(Loaded {
+        p,
+        actions,
+        removals,
+    })
+}
+
+fn show(client: &RpcClient, id: u64, voter: Option<Address>) -> Result<()> {
+    let Loaded {
+        p,
+        actions,
+        removals,
+    } = load(client, id)?;
     let head = block_number(client)?;
     println!("proposal {id}: {}", p.description);
     println!("  proposer      {}", p.proposer);
@@ -220,12 +246,6 @@ fn show(client: &RpcClient, id: u64, voter: Option<Address>) -> Result<()> {
     for account in &actions.slashAccounts {
         println!("  slash         {account}");
     }
-    let removals = view(
-        client,
-        GOVERNANCE,
-        IGovernance::proposalRemovalsCall { proposalId: id },
-        explain,
-    )?;
     for contribution in removals {
         println!("  remove        contribution {contribution} (and slash its curators)");
     }
@@ -416,18 +436,11 @@ pub fn run(cmd: GovCommand, signing: Signing) -> Result<()> {
 /// A proposal with its live tally and actions, as the HTTP API shows it. Amounts are wei as
 /// decimal strings (JSON numbers lose precision past 2⁵³).
 pub fn proposal_json(client: &RpcClient, id: u64) -> Result<serde_json::Value> {
-    let p = view(
-        client,
-        GOVERNANCE,
-        IGovernance::getProposalCall { proposalId: id },
-        explain,
-    )?;
-    let a = view(
-        client,
-        GOVERNANCE,
-        IGovernance::proposalActionsCall { proposalId: id },
-        explain,
-    )?;
+    let Loaded {
+        p,
+        actions: a,
+        removals,
+    } = load(client, id)?;
     let wei = |v: &U256| v.to_string();
     Ok(serde_json::json!({
         "id": id,
@@ -451,6 +464,7 @@ pub fn proposal_json(client: &RpcClient, id: u64) -> Result<serde_json::Value> {
             "spends": a.spendTo.iter().zip(&a.spendAmounts)
                 .map(|(to, v)| serde_json::json!({"to": to, "amount": wei(v)})).collect::<Vec<_>>(),
             "slashes": a.slashAccounts,
+            "removals": removals,
         },
     }))
 }
