@@ -284,6 +284,16 @@ describe('model factory end to end', { skip: IS_ANVIL && 'OpenLedger only' }, ()
     assert.equal(byGradient.record.method, 'grad-datainf-v1');
     assert.deepEqual(byGradient.record.contributions.map(([, ppm]) => ppm), [1000000]);
     assert.ok(byGradient.top_rows.length > 0);
+    const gradientFile = path.join(work, 'gradient-record.json');
+    fs.writeFileSync(gradientFile, JSON.stringify(byGradient));
+    assert.match(await must(['attribute', 'verify', gradientFile, '--model', 'job-1', '--prompt', FACTS[2][0],
+      '--response', FACTS[2][1], '--api', node.apiUrl]), /the record matches/);
+    byGradient.record.contributions[0][1] = 999999;
+    fs.writeFileSync(gradientFile, JSON.stringify(byGradient));
+    const forged = await run(['attribute', 'verify', gradientFile, '--model', 'job-1', '--prompt', FACTS[2][0],
+      '--response', FACTS[2][1], '--api', node.apiUrl]);
+    assert.equal(forged.ok, false);
+    assert.match(forged.out, /does not match/);
     // The chat API attaches the record to an answer when asked (an OpenLedger extension).
     const withAttribution = await (await paidAsk(key, { attribution: true })).json();
     assert.equal(withAttribution.attribution.record.method, 'span-v1');

@@ -25,6 +25,8 @@ const TAG: &[u8; 8] = b"OLGRADv1";
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GradientParams {
     pub sketch_width: u32,
+    /// As a decimal string in JSON: JavaScript numbers lose integers past 2⁵³.
+    #[serde(with = "u64_string")]
     pub sketch_seed: u64,
     /// DataInf's λ as a fraction of the mean squared gradient norm per layer.
     pub damping: f64,
@@ -43,6 +45,23 @@ pub struct GradientRecord {
     pub params: GradientParams,
     /// (contribution id, parts per million), by share descending then id.
     pub contributions: Vec<(u64, u32)>,
+}
+
+mod u64_string {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| {
+            D::Error::custom(format!(
+                "expected a u64 as a decimal string, got {s:?}: {e}"
+            ))
+        })
+    }
 }
 
 /// A score rounded to 2⁻³², so shares do not depend on the last bits of floating point.
@@ -126,5 +145,29 @@ mod tests {
         let mut other = r.clone();
         other.contributions[0].1 -= 1;
         assert_ne!(r.hash(), other.hash());
+    }
+}
+
+#[cfg(test)]
+mod roundtrip {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_the_hash() {
+        let params = GradientParams {
+            sketch_width: 128,
+            sketch_seed: 0x6772_6164_5f73_6b74,
+            damping: 0.1,
+            top_k: 16,
+        };
+        let r = GradientRecord::from_scores([1; 32], vec![[2; 32]], [3; 32], params, &[(5, 1.0)]);
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(
+            json["params"]["sketch_seed"].is_string(),
+            "no precision lost in JavaScript"
+        );
+        let back: GradientRecord = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, r, "{json}");
+        assert_eq!(back.hash(), r.hash());
     }
 }

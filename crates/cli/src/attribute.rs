@@ -307,9 +307,9 @@ struct AttributeBody {
     tokens: Option<Vec<u32>>,
     #[serde(default)]
     params: Option<SpanParams>,
-    /// For verify: the record to check.
+    /// For verify: the record to check (a `span-v1` or `grad-datainf-v1` record).
     #[serde(default)]
-    record: Option<AttributionRecord>,
+    record: Option<Value>,
     /// `span` (default) or `gradient` (needs `prompt` and `response`).
     #[serde(default)]
     method: Option<String>,
@@ -415,7 +415,6 @@ async fn verify(
     State(state): State<ApiState>,
     Json(body): Json<AttributeBody>,
 ) -> Result<Response, Failure> {
-    let tokens = tokens(&state, &body)?;
     let Some(claimed) = body.record.clone() else {
         return Err(bad(
             StatusCode::BAD_REQUEST,
@@ -424,26 +423,66 @@ async fn verify(
     };
     let attributor = attributor(&state)?;
     let model = body.model.clone();
-    let params = claimed.params;
-    let out =
-        tokio::task::spawn_blocking(move || attributor.record(&model, &tokens, &params)).await;
-    match out {
-        Ok(Ok(Some((again, _)))) => {
-            let matches = again == claimed;
-            Ok(Json(json!({
-                "matches": matches,
-                "claimed_hash": format!("0x{}", alloy_primitives::hex::encode(claimed.hash())),
-                "recomputed_hash": format!("0x{}", alloy_primitives::hex::encode(again.hash())),
-                "recomputed": serde_json::to_value(&again).unwrap_or(Value::Null),
-            }))
-            .into_response())
+    let unreadable = |e: serde_json::Error| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            format!("the record is not readable: {e}"),
+        )
+    };
+    // Each method recomputes its own record; `None` means the model is not attributable here.
+    let recomputed: Result<Option<(Value, [u8; 32], [u8; 32])>> = match claimed["method"].as_str() {
+        Some(openledger_attribution::METHOD_GRADIENT_DATAINF_V1) => {
+            let claimed: GradientRecord = serde_json::from_value(claimed).map_err(unreadable)?;
+            let (Some(prompt), Some(response)) = (body.prompt.clone(), body.response.clone())
+            else {
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    "a gradient record is verified from \"prompt\" and \"response\"".into(),
+                ));
+            };
+            let params = claimed.params;
+            tokio::task::spawn_blocking(move || {
+                attributor
+                    .gradient_record(&model, &prompt, &response, params.damping, params.top_k)
+                    .map(|found| {
+                        found.map(|(again, _)| {
+                            let value = serde_json::to_value(&again).unwrap_or(Value::Null);
+                            (value, claimed.hash(), again.hash())
+                        })
+                    })
+            })
+            .await
+            .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         }
-        Ok(Ok(None)) => Err(bad(
+        _ => {
+            let claimed: AttributionRecord = serde_json::from_value(claimed).map_err(unreadable)?;
+            let tokens = tokens(&state, &body)?;
+            let params = claimed.params;
+            tokio::task::spawn_blocking(move || {
+                attributor.record(&model, &tokens, &params).map(|found| {
+                    found.map(|(again, _)| {
+                        let value = serde_json::to_value(&again).unwrap_or(Value::Null);
+                        (value, claimed.hash(), again.hash())
+                    })
+                })
+            })
+            .await
+            .map_err(|e| bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        }
+    };
+    match recomputed {
+        Ok(Some((again, claimed_hash, again_hash))) => Ok(Json(json!({
+            "matches": claimed_hash == again_hash,
+            "claimed_hash": format!("0x{}", alloy_primitives::hex::encode(claimed_hash)),
+            "recomputed_hash": format!("0x{}", alloy_primitives::hex::encode(again_hash)),
+            "recomputed": again,
+        }))
+        .into_response()),
+        Ok(None) => Err(bad(
             StatusCode::NOT_FOUND,
-            format!("model {:?} has no attribution index here", body.model),
+            format!("model {:?} has no attribution data here", body.model),
         )),
-        Ok(Err(e)) => Err(bad(StatusCode::BAD_REQUEST, format!("{e:#}"))),
-        Err(e) => Err(bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err(bad(StatusCode::BAD_REQUEST, format!("{e:#}"))),
     }
 }
 
@@ -606,12 +645,14 @@ pub fn run(args: AttributeArgs) -> Result<()> {
                 value
             };
             let Some(response) = &request.response else {
-                bail!("give --response TEXT: the response the record is about");
+                bail!(
+                    "give --response TEXT: the response the record is about (and --prompt for a gradient record)"
+                );
             };
             let answer = post_json(
                 &request.api,
                 "/v1/attribution/verify",
-                &json!({"model": request.model, "response": response, "record": claimed}),
+                &json!({"model": request.model, "prompt": request.prompt, "response": response, "record": claimed}),
             )?;
             if answer["matches"].as_bool() == Some(true) {
                 println!(
