@@ -411,6 +411,9 @@ async fn create(
     }
 }
 
+/// A record computed again: as JSON, the claimed record's hash and the new one's.
+type Recomputed = (Value, [u8; 32], [u8; 32]);
+
 async fn verify(
     State(state): State<ApiState>,
     Json(body): Json<AttributeBody>,
@@ -430,7 +433,7 @@ async fn verify(
         )
     };
     // Each method recomputes its own record; `None` means the model is not attributable here.
-    let recomputed: Result<Option<(Value, [u8; 32], [u8; 32])>> = match claimed["method"].as_str() {
+    let recomputed: Result<Option<Recomputed>> = match claimed["method"].as_str() {
         Some(openledger_attribution::METHOD_GRADIENT_DATAINF_V1) => {
             let claimed: GradientRecord = serde_json::from_value(claimed).map_err(unreadable)?;
             let (Some(prompt), Some(response)) = (body.prompt.clone(), body.response.clone())
