@@ -547,29 +547,9 @@ pub enum AttributeCommand {
     },
 }
 
+/// A POST to the node's API, answered with JSON (errors carry the API's message).
 fn post_json(api: &str, path: &str, body: &Value) -> Result<Value> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
-        .post(format!("{}{path}", api.trim_end_matches('/')))
-        .send_json(body)
-        .with_context(|| format!("cannot reach the node at {api} — is `openledger up` running?"))?;
-    let status = response.status();
-    let value: Value = response
-        .body_mut()
-        .read_json()
-        .context("the node sent a non-JSON answer")?;
-    if !status.is_success() {
-        bail!(
-            "{} (HTTP {status})",
-            value["error"]["message"]
-                .as_str()
-                .unwrap_or("unknown error")
-        );
-    }
-    Ok(value)
+    crate::datanet::Api::new(api).post("attribution", path, body.clone())
 }
 
 fn params_json(request: &AttributeRequest) -> Value {

@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::datanet::now;
 
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolInterface};
@@ -34,12 +36,6 @@ use openledger_primitives::{Address, B256, Bytes as EvmBytes, U256};
 use openledger_wallet::{RpcClient, TransferError, format_open, send_call};
 use openlora::metering::{self, Admission, Meter, MeterError, Usage, UsageLog, UsageRecord};
 use serde_json::{Value, json};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 fn hex32(bytes: &[u8; 32]) -> String {
     format!("0x{}", alloy_primitives::hex::encode(bytes))

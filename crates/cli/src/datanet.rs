@@ -215,7 +215,7 @@ impl Api {
         Ok(body)
     }
 
-    fn post(&self, what: &str, path: &str, body: Value) -> Result<Value> {
+    pub(crate) fn post(&self, what: &str, path: &str, body: Value) -> Result<Value> {
         self.json(what, self.agent.post(self.url(path)).send_json(body))
     }
 

@@ -168,7 +168,8 @@ fn now() -> u64 {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FactoryError> {
-    let tmp = path.with_extension("json.partial");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!("{name}.partial"));
     let mut file = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
     file.write_all(bytes).map_err(io_error(&tmp))?;
     file.sync_all().map_err(io_error(&tmp))?;
@@ -723,12 +724,7 @@ impl Inner {
             rows: stored,
         };
         let bytes = store.encode();
-        let path = self.gradients_path(id);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(io_error(&path))?;
+        write_atomic(&self.gradients_path(id), &bytes)?;
         let hash = self.artifacts.put(bytes)?;
         let mut state = self.lock();
         self.emit(
