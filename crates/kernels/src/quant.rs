@@ -1,0 +1,653 @@
+//! Block-quantized weights as GGUF stores them, and 8-bit activations to multiply them with.
+//!
+//! Every format packs 32 consecutive weights of a row into one block with an f16 scale:
+//!
+//! | format | bytes | value of element `j` |
+//! |---|---|---|
+//! | Q4_0 | 18: `d`, 16 × two nibbles | `d · (n_j − 8)` |
+//! | Q4_1 | 20: `d`, `m`, 16 × two nibbles | `d · n_j + m` |
+//! | Q8_0 | 34: `d`, 32 × i8 | `d · q_j` |
+//!
+//! (nibble `j < 16` is the low half of byte `j`, nibble `j ≥ 16` the high half of byte `j − 16`).
+//! Activations are quantized per block of 32 to i8 with a scale `d` and the block's scaled sum
+//! `s = d · Σ q` ([`ActBlock`]), which is llama.cpp's CPU scheme: the product of a weight block
+//! and an activation block is `d_w · d_a · Σ n_j q_j + m · s` for the 4-bit formats (with
+//! `m = −8 d_w` for Q4_0) and `d_w · d_a · Σ w_j q_j` for Q8_0.
+//!
+//! Invariant: the dot product of a weight row and an activation row is computed by the same
+//! instructions in the same order however many rows are computed together, so a sequence's
+//! results never depend on what else is in its batch.
+
+use half::f16;
+
+/// Weights per block, in every format.
+pub const BLOCK: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl Format {
+    /// Bytes of one block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Format::Q4_0 => 18,
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
+        }
+    }
+}
+
+/// A row-major matrix of block-quantized weights: `rows` outputs × `cols` inputs.
+#[derive(Clone)]
+pub struct QMatrix {
+    format: Format,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShapeError {
+    #[error("a quantized row must be a whole number of {BLOCK}-weight blocks; {0} columns is not")]
+    Columns(usize),
+    #[error("{format:?} {rows}×{cols} needs {expected} bytes, got {got}")]
+    Bytes {
+        format: Format,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl QMatrix {
+    /// Wraps GGUF block data (`bytes` = the tensor's data, rows in order).
+    pub fn new(
+        format: Format,
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+    ) -> Result<Self, ShapeError> {
+        if !cols.is_multiple_of(BLOCK) {
+            return Err(ShapeError::Columns(cols));
+        }
+        let expected = rows * cols / BLOCK * format.block_bytes();
+        if bytes.len() != expected {
+            return Err(ShapeError::Bytes {
+                format,
+                rows,
+                cols,
+                expected,
+                got: bytes.len(),
+            });
+        }
+        Ok(Self {
+            format,
+            rows,
+            cols,
+            bytes,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weight data.
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / BLOCK * self.format.block_bytes()
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.bytes[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` expanded to f32 (embedding lookups, reference checks).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert_eq!(out.len(), self.cols, "output width");
+        let bb = self.format.block_bytes();
+        for (b, (block, out)) in self
+            .row(r)
+            .chunks_exact(bb)
+            .zip(out.chunks_exact_mut(BLOCK))
+            .enumerate()
+        {
+            let _ = b;
+            let d = half_at(block, 0);
+            match self.format {
+                Format::Q4_0 | Format::Q4_1 => {
+                    let (m, qs) = if self.format == Format::Q4_1 {
+                        (half_at(block, 2), &block[4..20])
+                    } else {
+                        (-8.0 * d, &block[2..18])
+                    };
+                    for j in 0..16 {
+                        out[j] = d * f32::from(qs[j] & 0x0F) + m;
+                        out[j + 16] = d * f32::from(qs[j] >> 4) + m;
+                    }
+                }
+                Format::Q8_0 => {
+                    for j in 0..BLOCK {
+                        out[j] = d * f32::from(block[2 + j] as i8);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `out[i · rows + r] = row r · activation row i` for rows `range` of this matrix and every
+    /// activation row (`out` holds `acts.rows() × self.rows()` values).
+    pub(crate) fn dot_rows(
+        &self,
+        range: std::ops::Range<usize>,
+        acts: &Activations,
+        out: &Out<'_>,
+    ) {
+        assert_eq!(acts.cols, self.cols, "activation width");
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            #[allow(unsafe_code)]
+            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            unsafe {
+                match self.format {
+                    Format::Q4_0 => x86::dot_rows::<0>(self, range, acts, out),
+                    Format::Q4_1 => x86::dot_rows::<1>(self, range, acts, out),
+                    Format::Q8_0 => x86::dot_rows::<2>(self, range, acts, out),
+                }
+            }
+            return;
+        }
+        portable::dot_rows(self, range, acts, out);
+    }
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QMatrix({:?}, {}×{})", self.format, self.rows, self.cols)
+    }
+}
+
+/// Whether the AVX2 kernels run on this CPU (decided once).
+pub fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static YES: OnceLock<bool> = OnceLock::new();
+        *YES.get_or_init(|| {
+            std::env::var_os("OPENLEDGER_PORTABLE_KERNELS").is_none()
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+fn half_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([bytes[at], bytes[at + 1]])).to_f32()
+}
+
+/// One block of 32 activations quantized to i8: value `j` ≈ `d · q[j]`; `s = d · Σ q`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+pub struct ActBlock {
+    pub d: f32,
+    pub s: f32,
+    pub q: [i8; BLOCK],
+}
+
+/// Rows of activations quantized for [`QMatrix`] products.
+#[derive(Debug, Clone, Default)]
+pub struct Activations {
+    rows: usize,
+    cols: usize,
+    blocks: Vec<ActBlock>,
+}
+
+impl Activations {
+    /// Quantizes `x` (`rows × cols`, row-major), reusing this buffer.
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        assert!(
+            cols.is_multiple_of(BLOCK),
+            "activation width {cols} is not a multiple of {BLOCK}"
+        );
+        assert!(
+            x.len().is_multiple_of(cols),
+            "activations are not whole rows"
+        );
+        self.rows = x.len() / cols;
+        self.cols = cols;
+        self.blocks.clear();
+        self.blocks
+            .extend(x.chunks_exact(BLOCK).map(quantize_block));
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn row(&self, i: usize) -> &[ActBlock] {
+        let n = self.cols / BLOCK;
+        &self.blocks[i * n..(i + 1) * n]
+    }
+}
+
+fn quantize_block(x: &[f32]) -> ActBlock {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    let mut q = [0i8; BLOCK];
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * inv).round() as i8;
+        sum += i32::from(*q);
+    }
+    ActBlock {
+        d,
+        s: d * sum as f32,
+        q,
+    }
+}
+
+/// Where a kernel writes: `rows_out` values per activation row, shared across the tasks of
+/// one product, each task writing its own columns.
+pub(crate) struct Out<'a> {
+    ptr: *mut f32,
+    len: usize,
+    stride: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+#[allow(unsafe_code)]
+// SAFETY: tasks write disjoint elements (their own weight rows) and the pool joins them all
+// before the borrow ends.
+unsafe impl Sync for Out<'_> {}
+
+impl<'a> Out<'a> {
+    pub(crate) fn new(out: &'a mut [f32], stride: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            stride,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    fn set(&self, act_row: usize, col: usize, value: f32) {
+        let at = act_row * self.stride + col;
+        assert!(at < self.len && col < self.stride);
+        #[allow(unsafe_code)]
+        // SAFETY: in bounds (checked above); no two tasks write the same column.
+        unsafe {
+            *self.ptr.add(at) = value
+        };
+    }
+}
+
+/// Reference kernels in plain Rust, for CPUs without AVX2 and for testing the SIMD ones.
+mod portable {
+    use super::*;
+
+    pub(super) fn dot_rows(
+        w: &QMatrix,
+        range: std::ops::Range<usize>,
+        acts: &Activations,
+        out: &Out<'_>,
+    ) {
+        let bb = w.format.block_bytes();
+        for r in range {
+            let row = w.row(r);
+            for i in 0..acts.rows() {
+                let mut total = 0f32;
+                for (block, a) in row.chunks_exact(bb).zip(acts.row(i)) {
+                    let d = half_at(block, 0);
+                    total += match w.format {
+                        Format::Q4_0 | Format::Q4_1 => {
+                            let (m, qs) = if w.format == Format::Q4_1 {
+                                (half_at(block, 2), &block[4..20])
+                            } else {
+                                (-8.0 * d, &block[2..18])
+                            };
+                            let mut dot = 0i32;
+                            for j in 0..16 {
+                                dot += i32::from(qs[j] & 0x0F) * i32::from(a.q[j]);
+                                dot += i32::from(qs[j] >> 4) * i32::from(a.q[j + 16]);
+                            }
+                            d * a.d * dot as f32 + m * a.s
+                        }
+                        Format::Q8_0 => {
+                            let dot: i32 = (0..BLOCK)
+                                .map(|j| i32::from(block[2 + j] as i8) * i32::from(a.q[j]))
+                                .sum();
+                            d * a.d * dot as f32
+                        }
+                    };
+                }
+                out.set(i, r, total);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Activation rows processed together: each weight block is unpacked once for all of them.
+    const TILE: usize = 4;
+
+    /// `KIND`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (a const parameter so each format gets its own
+    /// straight-line loop).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_rows<const KIND: u8>(
+        w: &QMatrix,
+        range: std::ops::Range<usize>,
+        acts: &Activations,
+        out: &Out<'_>,
+    ) {
+        let n = acts.rows();
+        let mut i = 0;
+        while i < n {
+            let take = (n - i).min(TILE);
+            // Several weight rows at once give the CPU independent accumulator chains (a
+            // single row's chain is latency-bound); fewer when many activation rows already do.
+            let step = if take == 1 { 4 } else { 2 };
+            let mut r = range.start;
+            while r < range.end {
+                let wide = range.end - r >= step;
+                // SAFETY: same target features as this function.
+                unsafe {
+                    match (take, wide, step) {
+                        (1, true, _) => tile::<KIND, 4, 1>(w, acts, i, r, out),
+                        (1, false, _) => tile::<KIND, 1, 1>(w, acts, i, r, out),
+                        (2, true, _) => tile::<KIND, 2, 2>(w, acts, i, r, out),
+                        (2, false, _) => tile::<KIND, 1, 2>(w, acts, i, r, out),
+                        (3, true, _) => tile::<KIND, 2, 3>(w, acts, i, r, out),
+                        (3, false, _) => tile::<KIND, 1, 3>(w, acts, i, r, out),
+                        (_, true, _) => tile::<KIND, 2, 4>(w, acts, i, r, out),
+                        (_, false, _) => tile::<KIND, 1, 4>(w, acts, i, r, out),
+                    }
+                }
+                r += if wide { step } else { 1 };
+            }
+            i += take;
+        }
+    }
+
+    /// Weight rows `r..r + WR` against activation rows `first..first + R`. Each (weight row,
+    /// activation row) pair has its own accumulators, updated block by block in the same
+    /// order whatever `WR` and `R` are.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn tile<const KIND: u8, const WR: usize, const R: usize>(
+        w: &QMatrix,
+        acts: &Activations,
+        first: usize,
+        r: usize,
+        out: &Out<'_>,
+    ) {
+        let blocks = acts.cols / BLOCK;
+        let a: [&[ActBlock]; R] = std::array::from_fn(|k| acts.row(first + k));
+        let rows: [*const u8; WR] = std::array::from_fn(|j| w.row(r + j).as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); R]; WR];
+        let mut offset = [[0f32; R]; WR];
+        let low = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let bb = match KIND {
+            0 => 18,
+            1 => 20,
+            _ => 34,
+        };
+        for b in 0..blocks {
+            let mut unpacked = [_mm256_setzero_si256(); WR];
+            let mut d = [0f32; WR];
+            let mut m = [0f32; WR];
+            for j in 0..WR {
+                // SAFETY (all reads here): each row holds `blocks` blocks of `bb` bytes.
+                let p = unsafe { rows[j].add(b * bb) };
+                d[j] = f16_at(unsafe { p.cast::<u16>().read_unaligned() });
+                unpacked[j] = match KIND {
+                    0 | 1 => {
+                        let qs = if KIND == 1 {
+                            m[j] = f16_at(unsafe { p.add(2).cast::<u16>().read_unaligned() });
+                            unsafe { p.add(4) }
+                        } else {
+                            m[j] = -8.0 * d[j];
+                            unsafe { p.add(2) }
+                        };
+                        let raw = unsafe { _mm_loadu_si128(qs.cast()) };
+                        let lo = _mm_and_si128(raw, low);
+                        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+                        _mm256_set_m128i(hi, lo)
+                    }
+                    _ => unsafe { _mm256_loadu_si256(p.add(2).cast()) },
+                };
+            }
+            for k in 0..R {
+                let ab = &a[k][b];
+                let q = unsafe { _mm256_loadu_si256(ab.q.as_ptr().cast()) };
+                for j in 0..WR {
+                    let pairs = if KIND == 2 {
+                        let magnitude = _mm256_sign_epi8(unpacked[j], unpacked[j]);
+                        _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q, unpacked[j]))
+                    } else {
+                        _mm256_maddubs_epi16(unpacked[j], q)
+                    };
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                    acc[j][k] = _mm256_fmadd_ps(sums, _mm256_set1_ps(d[j] * ab.d), acc[j][k]);
+                    if KIND != 2 {
+                        offset[j][k] += m[j] * ab.s;
+                    }
+                }
+            }
+        }
+        for j in 0..WR {
+            for k in 0..R {
+                out.set(first + k, r + j, hsum(acc[j][k]) + offset[j][k]);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn f16_at(bits: u16) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn hsum(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
+        _mm_cvtss_f32(one)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Pool, matmul};
+    use proptest::prelude::*;
+
+    /// A random matrix in `format`: blocks from `seed`, scales small and finite.
+    fn random_matrix(format: Format, rows: usize, cols: usize, seed: u64) -> QMatrix {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let bb = format.block_bytes();
+        let mut bytes = Vec::with_capacity(rows * cols / BLOCK * bb);
+        for _ in 0..rows * cols / BLOCK {
+            let scale = f16::from_f32((next() % 1000) as f32 / 20_000.0 + 1e-4).to_bits();
+            bytes.extend_from_slice(&scale.to_le_bytes());
+            if format == Format::Q4_1 {
+                let min = f16::from_f32(-((next() % 1000) as f32) / 10_000.0).to_bits();
+                bytes.extend_from_slice(&min.to_le_bytes());
+            }
+            let payload = bb - bytes.len() % bb;
+            bytes.extend((0..payload).map(|_| next() as u8));
+        }
+        QMatrix::new(format, rows, cols, bytes).unwrap()
+    }
+
+    fn activations(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Activations) {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                (((i as u64)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(97))
+                    % 2001) as f32
+                    - 1000.0)
+                    / 250.0
+            })
+            .collect();
+        let mut a = Activations::default();
+        a.quantize(&x, cols);
+        (x, a)
+    }
+
+    fn run(w: &QMatrix, a: &Activations, portable_only: bool) -> Vec<f32> {
+        let mut out = vec![0f32; a.rows() * w.rows()];
+        if portable_only {
+            let sink = Out::new(&mut out, w.rows());
+            portable::dot_rows(w, 0..w.rows(), a, &sink);
+        } else {
+            matmul(w, a, &mut out, &Pool::new(2));
+        }
+        out
+    }
+
+    const FORMATS: [Format; 3] = [Format::Q4_0, Format::Q4_1, Format::Q8_0];
+
+    #[test]
+    fn products_match_the_dequantized_weights_times_the_dequantized_activations() {
+        for format in FORMATS {
+            let w = random_matrix(format, 37, 96, 1);
+            let (_, a) = activations(5, 96, 2);
+            let got = run(&w, &a, false);
+            let mut row = vec![0f32; 96];
+            for r in 0..37 {
+                w.dequantize_row(r, &mut row);
+                for i in 0..5 {
+                    let expected: f64 = a
+                        .row(i)
+                        .iter()
+                        .flat_map(|b| b.q.iter().map(move |&q| f64::from(b.d) * f64::from(q)))
+                        .zip(&row)
+                        .map(|(x, w)| x * f64::from(*w))
+                        .sum();
+                    let g = f64::from(got[i * 37 + r]);
+                    assert!(
+                        (g - expected).abs() <= 1e-4 * (1.0 + expected.abs()),
+                        "{format:?} row {r} act {i}: {g} vs {expected}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_simd_kernels_agree_with_the_portable_ones() {
+        for format in FORMATS {
+            let w = random_matrix(format, 64, 576, 3);
+            let (_, a) = activations(7, 576, 4);
+            let simd = run(&w, &a, false);
+            let plain = run(&w, &a, true);
+            for (s, p) in simd.iter().zip(&plain) {
+                assert!(
+                    (s - p).abs() <= 1e-4 * (1.0 + p.abs()),
+                    "{format:?}: {s} vs {p}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_gets_the_same_bits_alone_or_in_any_batch_and_any_thread_count() {
+        for format in FORMATS {
+            let w = random_matrix(format, 50, 128, 5);
+            let (x, batch) = activations(9, 128, 6);
+            let together = run(&w, &batch, false);
+            for i in 0..9 {
+                let mut alone = Activations::default();
+                alone.quantize(&x[i * 128..(i + 1) * 128], 128);
+                for threads in [1, 3] {
+                    let mut out = vec![0f32; 50];
+                    matmul(&w, &alone, &mut out, &Pool::new(threads));
+                    assert_eq!(
+                        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        together[i * 50..(i + 1) * 50]
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect::<Vec<_>>(),
+                        "{format:?} activation row {i}, {threads} threads"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_refused_with_the_numbers() {
+        let e = QMatrix::new(Format::Q4_1, 2, 33, vec![0; 40]).unwrap_err();
+        assert!(e.to_string().contains("33 columns"), "{e}");
+        let e = QMatrix::new(Format::Q4_1, 2, 32, vec![0; 39]).unwrap_err();
+        assert!(e.to_string().contains("needs 40 bytes, got 39"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn arbitrary_block_bytes_never_panic_and_simd_matches_portable(
+            seed in any::<u64>(),
+            format in 0usize..3,
+            rows in 1usize..20,
+            blocks in 1usize..5,
+            acts in 1usize..6,
+        ) {
+            let format = FORMATS[format];
+            let cols = blocks * BLOCK;
+            // Raw random bytes, scales included: NaN and infinite scales are allowed through
+            // and must only give NaN or infinite outputs, never a crash.
+            let mut state = seed | 1;
+            let bytes: Vec<u8> = (0..rows * blocks * format.block_bytes())
+                .map(|_| { state ^= state << 13; state ^= state >> 7; state ^= state << 17; state as u8 })
+                .collect();
+            let w = QMatrix::new(format, rows, cols, bytes).unwrap();
+            let (_, a) = activations(acts, cols, seed);
+            let simd = run(&w, &a, false);
+            let plain = run(&w, &a, true);
+            for (s, p) in simd.iter().zip(&plain) {
+                // Huge scales may overflow in one summation order and not the other.
+                if p.is_finite() && s.is_finite() && p.abs() < 1e30 {
+                    prop_assert!((s - p).abs() <= 1e-3 * (1.0 + p.abs()), "{s} vs {p}");
+                }
+            }
+        }
+    }
+}
