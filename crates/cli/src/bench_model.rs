@@ -85,7 +85,7 @@ pub fn run(args: ModelBenchArgs) -> Result<()> {
         args.prefill, args.decode
     );
     println!("|---|---|---|");
-    println!("| openledger (candle) | {ours_prefill:.1} | {ours_decode:.1} |");
+    println!("| openledger | {ours_prefill:.1} | {ours_decode:.1} |");
 
     let Some(python) = &args.llama_cpp_python else {
         println!("\n(llama.cpp skipped: pass --llama-cpp-python, see bench/setup_llama_cpp.sh)");

@@ -1,8 +1,10 @@
-//! f32 inner loops: `x · y` and `y += a · x`.
+//! f32 inner loops: `x · y` and `y += a · x`, also over half-precision vectors (the KV cache).
 //!
 //! Built without `-C target-cpu=native`, the compiler vectorises these to 4-wide SSE at best;
 //! the AVX2 versions run 8 wide with fused multiply-adds. Both accumulate in a fixed order
 //! that depends only on the length, so a result never depends on the caller's batch.
+
+use half::f16;
 
 /// `Σ x[i] · y[i]`.
 pub fn dot(x: &[f32], y: &[f32]) -> f32 {
@@ -52,6 +54,99 @@ pub fn xw_add(x: &[f32], w: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `Σ x[i] · y[i]` over half-precision vectors, summed in f32.
+pub fn dot_f16(x: &[f16], y: &[f16]) -> f32 {
+    assert_eq!(x.len(), y.len(), "dot of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: AVX2, FMA and F16C were detected at run time.
+        return unsafe { x86::dot_f16(x, y) };
+    }
+    let mut lanes = [0f32; 8];
+    let chunks = x.len() / 8 * 8;
+    for (xc, yc) in x[..chunks].chunks_exact(8).zip(y[..chunks].chunks_exact(8)) {
+        for k in 0..8 {
+            lanes[k] += xc[k].to_f32() * yc[k].to_f32();
+        }
+    }
+    let mut total = lanes.iter().sum::<f32>();
+    for (a, b) in x[chunks..].iter().zip(&y[chunks..]) {
+        total += a.to_f32() * b.to_f32();
+    }
+    total
+}
+
+/// `y[i] += a · x[i]` with `x` in half precision.
+pub fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: AVX2, FMA and F16C were detected at run time.
+        return unsafe { x86::axpy_f16(a, x, y) };
+    }
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x.to_f32();
+    }
+}
+
+/// `dst[i] = src[i]` rounded to half precision (to nearest even).
+pub fn to_f16(src: &[f32], dst: &mut [f16]) {
+    assert_eq!(src.len(), dst.len(), "conversion of different lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::avx2() {
+        #[allow(unsafe_code)]
+        // SAFETY: AVX2 and F16C were detected at run time.
+        return unsafe { x86::to_f16(src, dst) };
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(*s);
+    }
+}
+
+/// One query head's causal attention over a half-precision cache, as llama.cpp computes it:
+/// scores `q · k_j · scale` for the first `visible` positions (`k_j` at
+/// `keys[j · stride + offset..][..d]`), softmax summed in f64, weights rounded to half
+/// precision, `out = Σ w_j v_j`. `query` is already rounded to half precision; `scores` is
+/// scratch space.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16(
+    query: &[f16],
+    keys: &[f16],
+    values: &[f16],
+    stride: usize,
+    offset: usize,
+    visible: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let d = query.len();
+    assert!(
+        out.len() == d && visible > 0,
+        "one head of output, at least one position"
+    );
+    assert!(
+        (visible - 1) * stride + offset + d <= keys.len().min(values.len()),
+        "the cache holds fewer positions than visible"
+    );
+    scores.clear();
+    scores.extend((0..visible).map(|j| dot_f16(query, &keys[j * stride + offset..][..d]) * scale));
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
+    let mut sum = 0f64;
+    for w in scores.iter_mut() {
+        *w = (*w - max).exp();
+        sum += f64::from(*w);
+    }
+    let inv = (1.0 / sum) as f32;
+    out.fill(0.0);
+    for (j, &w) in scores.iter().enumerate() {
+        let w = f16::from_f32(w * inv).to_f32();
+        axpy_f16(w, &values[j * stride + offset..][..d], out);
+    }
+}
+
 fn portable_dot(x: &[f32], y: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let chunks = x.len() / 8 * 8;
@@ -70,7 +165,77 @@ fn portable_dot(x: &[f32], y: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
+    use half::f16;
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(x: &[f16], y: &[f16]) -> f32 {
+        let n = x.len() / 8 * 8;
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= len of both; f16 is two bytes.
+            let (a, b) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(y.as_ptr().add(i).cast())),
+                )
+            };
+            acc = _mm256_fmadd_ps(a, b, acc);
+            i += 8;
+        }
+        let mut total = hsum(acc);
+        for k in n..x.len() {
+            total += x[k].to_f32() * y[k].to_f32();
+        }
+        total
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn axpy_f16(a: f32, x: &[f16], y: &mut [f32]) {
+        let n = x.len() / 8 * 8;
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= len of both.
+            unsafe {
+                let yp = y.as_mut_ptr().add(i);
+                let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.as_ptr().add(i).cast()));
+                _mm256_storeu_ps(yp, _mm256_fmadd_ps(av, xv, _mm256_loadu_ps(yp)));
+            }
+            i += 8;
+        }
+        for k in n..x.len() {
+            y[k] += a * x[k].to_f32();
+        }
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn to_f16(src: &[f32], dst: &mut [f16]) {
+        let n = src.len() / 8 * 8;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= len of both.
+            unsafe {
+                let v = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(
+                    src.as_ptr().add(i),
+                ));
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), v);
+            }
+            i += 8;
+        }
+        for k in n..src.len() {
+            dst[k] = f16::from_f32(src[k]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(acc: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+    }
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot(x: &[f32], y: &[f32]) -> f32 {
@@ -88,9 +253,7 @@ mod x86 {
             acc = _mm256_fmadd_ps(a, b, acc);
             i += 8;
         }
-        let pair = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        let quad = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-        let mut total = _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)));
+        let mut total = hsum(acc);
         for k in n..x.len() {
             total += x[k] * y[k];
         }
@@ -152,6 +315,27 @@ mod tests {
             for j in 0..3 {
                 let plain: f32 = 1.0 + (0..len).map(|i| x[i] * w[i * 3 + j]).sum::<f32>();
                 assert!((out[j] - plain).abs() < 1e-3, "xw_add, length {len}");
+            }
+            let (mut xh, mut yh) = (vec![f16::ZERO; len], vec![f16::ZERO; len]);
+            to_f16(&x, &mut xh);
+            to_f16(&y, &mut yh);
+            assert!(
+                xh.iter().zip(&x).all(|(h, f)| *h == f16::from_f32(*f)),
+                "to_f16"
+            );
+            let plain: f32 = xh
+                .iter()
+                .zip(&yh)
+                .map(|(a, b)| a.to_f32() * b.to_f32())
+                .sum();
+            assert!(
+                (dot_f16(&xh, &yh) - plain).abs() < 1e-3,
+                "dot_f16, length {len}"
+            );
+            let mut z = y.clone();
+            axpy_f16(0.25, &xh, &mut z);
+            for i in 0..len {
+                assert!((z[i] - (y[i] + 0.25 * xh[i].to_f32())).abs() < 1e-5);
             }
             let mut z = y.clone();
             axpy(0.5, &x, &mut z);

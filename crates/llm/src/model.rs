@@ -6,17 +6,24 @@
 //! logits = Wout · rms(x_last)        (Wout = the embedding matrix when the file ties them)
 //! ```
 //!
-//! Linear layers stay quantized (`QMatMul`: Q4_0/Q4_1/Q8_0/K-quants, activations quantized per
-//! row as llama.cpp does on CPU). The KV cache belongs to the caller ([`KvCache`], one per
-//! sequence), so any number of conversations can share one resident model. RoPE is the
-//! interleaved variant: GGUF converters permute Q and K rows for it.
+//! Linear layers stay quantized, activations quantized per row as llama.cpp does on CPU:
+//! Q4_0, Q4_1 and Q8_0 run on this project's kernels (`openledger-kernels`), other types on
+//! candle's `QMatMul`. Inference (`model/infer.rs`) runs on plain f32 buffers and the kernel
+//! thread pool; training runs candle's differentiable operations (below). The KV cache belongs
+//! to the caller ([`KvCache`], one per sequence), so any number of conversations can share one
+//! resident model. RoPE is the interleaved variant: GGUF converters permute Q and K rows for
+//! it.
+
+mod infer;
 
 use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
+
+use openledger_kernels::{Format, QMatrix};
 
 use crate::LlmError;
 use crate::config::LlamaConfig;
@@ -29,46 +36,120 @@ pub enum Weights {
     /// The file's quantized weights, activations quantized per row: llama.cpp's CPU scheme,
     /// and its results (greedy decoding of SmolLM2 Q4_1 matches llama.cpp token for token).
     Quantized,
-    /// As `Quantized`, but weight types candle has no SIMD kernel for (Q4_1, Q5_0, Q5_1) are
-    /// re-quantized to Q8_0 at load: ~1.6× faster prefill, ~1.25× faster decode on SmolLM2,
-    /// at the price of small numeric differences (greedy output drifts from llama.cpp's after
-    /// a dozen tokens).
+    /// As `Quantized`, but weight types with no fast kernel (Q5_0, Q5_1) are re-quantized to
+    /// Q8_0 at load, at the price of small numeric differences.
     Requantized,
     /// Weights expanded to f32 and plain matmuls: exact, ~4–8× the memory; what training and
     /// reference checks use.
     Dequantized,
 }
 
+/// A linear layer's weights, `(out, in)`.
+enum Linear {
+    /// Block-quantized weights this project has kernels for.
+    Kernel(QMatrix),
+    /// Anything else (K-quants, f16, and the f32 weights training differentiates through).
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn new(q: QTensor, weights: Weights, device: &Device) -> Result<Self, LlmError> {
+        let q = match weights {
+            Weights::Dequantized => {
+                return Ok(Linear::Candle(QMatMul::Tensor(
+                    q.dequantize(device).map_err(candle)?,
+                )));
+            }
+            Weights::Requantized => requantize_for_speed(q, device)?,
+            Weights::Quantized => q,
+        };
+        Ok(match kernel_matrix(&q, device)? {
+            Some(m) => Linear::Kernel(m),
+            None => Linear::Candle(QMatMul::from_qtensor(q).map_err(candle)?),
+        })
+    }
+}
+
+/// `q` as a kernel matrix, when its block format has a kernel and it lives in main memory.
+fn kernel_matrix(q: &QTensor, device: &Device) -> Result<Option<QMatrix>, LlmError> {
+    use candle_core::quantized::GgmlDType;
+    let format = match q.dtype() {
+        GgmlDType::Q4_0 => Format::Q4_0,
+        GgmlDType::Q4_1 => Format::Q4_1,
+        GgmlDType::Q8_0 => Format::Q8_0,
+        _ => return Ok(None),
+    };
+    let &[rows, cols] = q.shape().dims() else {
+        return Ok(None);
+    };
+    if !device.is_cpu() || cols % 32 != 0 {
+        return Ok(None);
+    }
+    let bytes = q.data().map_err(candle)?.into_owned();
+    QMatrix::new(format, rows, cols, bytes)
+        .map(Some)
+        .map_err(|e| LlmError::BadModel(e.to_string()))
+}
+
 struct Layer {
     attn_norm: Tensor,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     ffn_norm: Tensor,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+    /// The norms' weights as plain vectors, for inference.
+    attn_norm_v: Vec<f32>,
+    ffn_norm_v: Vec<f32>,
 }
 
 pub struct Llama {
     config: LlamaConfig,
-    embeddings: Arc<QTensor>,
+    /// Token embeddings; `None` when they are the output projection's kernel matrix (tied
+    /// weights), which then serves the lookups too.
+    embeddings: Option<Arc<QTensor>>,
     layers: Vec<Layer>,
     output_norm: Tensor,
-    output: QMatMul,
-    /// RoPE tables, (positions, head_dim / 2).
+    output_norm_v: Vec<f32>,
+    output: Linear,
+    /// RoPE tables, (positions, head_dim / 2), as tensors (training) and plain vectors.
     cos: Tensor,
     sin: Tensor,
+    cos_v: Vec<f32>,
+    sin_v: Vec<f32>,
     device: Device,
     weights: Weights,
 }
 
-/// One sequence's attention keys and values, per layer: (1, kv_heads, positions, head_dim).
+/// One sequence's attention keys and values: per layer, position-major rows of
+/// `kv_heads × head_dim` values (RoPE already applied to keys). Quantized models keep them in
+/// half precision, as llama.cpp does: half the memory, and greedy outputs agree longer with
+/// llama.cpp's; a dequantized model (the exact reference) keeps f32.
 #[derive(Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<LayerKv>,
     len: usize,
+}
+
+#[derive(Clone, Default)]
+struct LayerKv {
+    k: KvRows,
+    v: KvRows,
+}
+
+#[derive(Clone)]
+enum KvRows {
+    Half(Vec<openledger_kernels::f16>),
+    Full(Vec<f32>),
+}
+
+impl Default for KvRows {
+    fn default() -> Self {
+        KvRows::Half(Vec::new())
+    }
 }
 
 impl KvCache {
@@ -136,23 +217,21 @@ impl Llama {
         let kv_width = c.num_kv_heads * c.head_dim;
         let embeddings = Arc::new(tensor("token_embd.weight", &[c.vocab_size, c.hidden_size])?);
         let norm = |q: QTensor| q.dequantize(device).map_err(candle);
-        let matmul = |q: QTensor| match weights {
-            Weights::Quantized => QMatMul::from_qtensor(q).map_err(candle),
-            Weights::Requantized => {
-                QMatMul::from_qtensor(requantize_for_speed(q, device)?).map_err(candle)
-            }
-            Weights::Dequantized => Ok(QMatMul::Tensor(q.dequantize(device).map_err(candle)?)),
-        };
+        let matmul = |q: QTensor| Linear::new(q, weights, device);
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = |name: &str| format!("blk.{i}.{name}.weight");
+            let attn_norm = norm(tensor(&p("attn_norm"), &[c.hidden_size])?)?;
+            let ffn_norm = norm(tensor(&p("ffn_norm"), &[c.hidden_size])?)?;
             layers.push(Layer {
-                attn_norm: norm(tensor(&p("attn_norm"), &[c.hidden_size])?)?,
+                attn_norm_v: attn_norm.to_vec1().map_err(candle)?,
+                ffn_norm_v: ffn_norm.to_vec1().map_err(candle)?,
+                attn_norm,
                 wq: matmul(tensor(&p("attn_q"), &[c.hidden_size, c.hidden_size])?)?,
                 wk: matmul(tensor(&p("attn_k"), &[kv_width, c.hidden_size])?)?,
                 wv: matmul(tensor(&p("attn_v"), &[kv_width, c.hidden_size])?)?,
                 wo: matmul(tensor(&p("attn_output"), &[c.hidden_size, c.hidden_size])?)?,
-                ffn_norm: norm(tensor(&p("ffn_norm"), &[c.hidden_size])?)?,
+                ffn_norm,
                 w_gate: matmul(tensor(
                     &p("ffn_gate"),
                     &[c.intermediate_size, c.hidden_size],
@@ -165,17 +244,27 @@ impl Llama {
             });
         }
         let output_norm = norm(tensor("output_norm.weight", &[c.hidden_size])?)?;
-        let output = if !tied {
-            matmul(tensor("output.weight", &[c.vocab_size, c.hidden_size])?)?
+        let (output, embeddings) = if !tied {
+            let output = matmul(tensor("output.weight", &[c.vocab_size, c.hidden_size])?)?;
+            (output, Some(embeddings))
         } else {
             // Tied embeddings: the output projection is the embedding matrix.
             match weights {
                 Weights::Quantized | Weights::Requantized => {
-                    QMatMul::from_arc(embeddings.clone()).map_err(candle)?
+                    match kernel_matrix(&embeddings, device)? {
+                        Some(m) => (Linear::Kernel(m), None),
+                        None => (
+                            Linear::Candle(QMatMul::from_arc(embeddings.clone()).map_err(candle)?),
+                            Some(embeddings),
+                        ),
+                    }
                 }
-                Weights::Dequantized => {
-                    QMatMul::Tensor(embeddings.dequantize(device).map_err(candle)?)
-                }
+                Weights::Dequantized => (
+                    Linear::Candle(QMatMul::Tensor(
+                        embeddings.dequantize(device).map_err(candle)?,
+                    )),
+                    Some(embeddings),
+                ),
             }
         };
         let (cos, sin) = rope_tables(&config, device)?;
@@ -183,8 +272,17 @@ impl Llama {
             config,
             embeddings,
             layers,
+            output_norm_v: output_norm.to_vec1().map_err(candle)?,
             output_norm,
             output,
+            cos_v: cos
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(candle)?,
+            sin_v: sin
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .map_err(candle)?,
             cos,
             sin,
             device: device.clone(),
@@ -206,8 +304,16 @@ impl Llama {
     }
 
     pub fn new_cache(&self) -> KvCache {
+        let rows = || match self.weights {
+            Weights::Dequantized => KvRows::Full(Vec::new()),
+            Weights::Quantized | Weights::Requantized => KvRows::Half(Vec::new()),
+        };
+        let layer = LayerKv {
+            k: rows(),
+            v: rows(),
+        };
         KvCache {
-            layers: vec![None; self.config.num_layers],
+            layers: vec![layer; self.config.num_layers],
             len: 0,
         }
     }
@@ -232,91 +338,6 @@ impl Llama {
         }];
         let mut logits = self.forward_batch(&mut steps)?;
         Ok(logits.pop().expect("one sequence in, one out"))
-    }
-
-    /// Runs the next tokens of several sequences in one pass and returns each one's last
-    /// logits. The base model's matmuls see the rows of every sequence together (one pass over
-    /// the weights for the whole batch); attention runs per sequence against its own cache; each
-    /// adapter's low-rank delta is computed once for the rows of all sequences that use it
-    /// (the BGMV/SGMV idea of Punica and S-LoRA), so adapters of any rank and targets mix.
-    /// A sequence's results are the same as running it alone.
-    pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, LlmError> {
-        let c = &self.config;
-        if steps.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut all_tokens = Vec::new();
-        let mut seqs = Vec::with_capacity(steps.len());
-        for step in steps.iter_mut() {
-            let (tokens, cache) = (step.tokens, &mut *step.cache);
-            if tokens.is_empty() {
-                return Err(LlmError::BadInput("no tokens to run".into()));
-            }
-            if cache.len + tokens.len() > c.context_length {
-                return Err(LlmError::ContextFull {
-                    needed: cache.len + tokens.len(),
-                    context: c.context_length,
-                });
-            }
-            if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-                return Err(LlmError::BadInput(format!(
-                    "token id {bad} is outside the vocabulary of {}",
-                    c.vocab_size
-                )));
-            }
-            if cache.layers.len() != c.num_layers {
-                cache.layers = vec![None; c.num_layers];
-                cache.len = 0;
-            }
-            let (len, past) = (tokens.len(), cache.len);
-            seqs.push(SeqSpan {
-                start: all_tokens.len(),
-                len,
-                cos: self.cos.narrow(0, past, len).map_err(candle)?,
-                sin: self.sin.narrow(0, past, len).map_err(candle)?,
-                mask: (len > 1)
-                    .then(|| causal_mask(len, past, &self.device))
-                    .transpose()?,
-            });
-            all_tokens.extend_from_slice(tokens);
-        }
-        let total = all_tokens.len();
-        let groups = adapter_groups(steps, &seqs, total, &self.device)?;
-        let ids = Tensor::new(all_tokens.as_slice(), &self.device).map_err(candle)?;
-        let mut x = self
-            .embeddings
-            .embedding(&ids)
-            .and_then(|e| e.unsqueeze(0))
-            .map_err(candle)?;
-        let mode = Mode::Infer {
-            seqs: &seqs,
-            groups: &groups,
-        };
-        for (index, layer) in self.layers.iter().enumerate() {
-            let mut slots: Vec<&mut Option<(Tensor, Tensor)>> = steps
-                .iter_mut()
-                .map(|s| &mut s.cache.layers[index])
-                .collect();
-            x = self
-                .block(index, layer, &x, &mode, &mut slots)
-                .map_err(candle)?;
-        }
-        for step in steps.iter_mut() {
-            step.cache.len += step.tokens.len();
-        }
-        let last: Vec<u32> = seqs.iter().map(|s| (s.start + s.len - 1) as u32).collect();
-        let last = Tensor::new(last.as_slice(), &self.device).map_err(candle)?;
-        let hidden = x
-            .squeeze(0)
-            .and_then(|x| x.index_select(&last, 0))
-            .map_err(candle)?;
-        let normed = candle_nn::ops::rms_norm(&hidden, &self.output_norm, c.rms_norm_eps as f32)
-            .map_err(candle)?;
-        self.output
-            .forward(&normed)
-            .and_then(|l| l.to_dtype(DType::F32))
-            .and_then(|l| l.to_vec2())
-            .map_err(candle)
     }
 
     /// The final hidden states (after the output norm) of a training batch, every position,
@@ -364,8 +385,10 @@ impl Llama {
         let dropout = dropout.unwrap_or(&off);
         let run = || -> candle_core::Result<Tensor> {
             let ids = Tensor::new(batch.tokens.as_slice(), &self.device)?;
-            let mut x = self
-                .embeddings
+            let Some(embeddings) = &self.embeddings else {
+                candle_core::bail!("training needs dequantized weights");
+            };
+            let mut x = embeddings
                 .embedding(&ids)?
                 .reshape((b, len, c.hidden_size))?;
             let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
@@ -378,7 +401,7 @@ impl Llama {
                 .sin
                 .index_select(&positions, 0)?
                 .reshape((b, len, half))?;
-            let mode = Mode::Train {
+            let pass = TrainPass {
                 cos,
                 sin,
                 mask: packed_mask(batch, &self.device)?,
@@ -386,7 +409,7 @@ impl Llama {
                 dropout,
             };
             for (index, layer) in self.layers.iter().enumerate() {
-                x = self.block(index, layer, &x, &mode, &mut [])?;
+                x = self.block(index, layer, &x, &pass)?;
             }
             candle_nn::ops::rms_norm_slow(&x, &self.output_norm, c.rms_norm_eps as f32)
         };
@@ -398,73 +421,40 @@ impl Llama {
         frozen_linear(&self.output, hidden).map_err(candle)
     }
 
-    /// One transformer block. Inference runs candle's fused kernels over the rows of every
-    /// sequence, with attention per sequence against `caches`; training runs differentiable
-    /// equivalents over a batch of packed rows.
+    /// One transformer block over a batch of packed rows, through differentiable operations
+    /// (inference runs in `infer.rs`).
     fn block(
         &self,
         index: usize,
         layer: &Layer,
         x: &Tensor,
-        mode: &Mode,
-        caches: &mut [&mut Option<(Tensor, Tensor)>],
+        pass: &TrainPass,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
-        let training = matches!(mode, Mode::Train { .. });
-        let (b, rows, _) = x.dims3()?;
-        let rms = |x: &Tensor, w: &Tensor| {
-            if training {
-                candle_nn::ops::rms_norm_slow(x, w, eps)
+        let TrainPass {
+            cos,
+            sin,
+            mask,
+            adapter,
+            dropout,
+        } = pass;
+        // W·x, plus s·B·A·x where the adapter has a pair on this layer.
+        let linear = |w: &Linear, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
+            let base = frozen_linear(w, x)?;
+            let dropped;
+            let lora_input = if dropout.p > 0.0 && adapter.touches(index, target) {
+                dropped = dropout.apply(x)?;
+                &dropped
             } else {
-                candle_nn::ops::rms_norm(x, w, eps)
+                x
+            };
+            match adapter.delta(index, target, lora_input)? {
+                Some(delta) => base + delta,
+                None => Ok(base),
             }
         };
-        // W·x, plus s·B·A·x for the rows whose sequence has an adapter on this layer.
-        let linear = |w: &QMatMul, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
-            match mode {
-                Mode::Train {
-                    adapter, dropout, ..
-                } => {
-                    let base = frozen_linear(w, x)?;
-                    let dropped;
-                    let lora_input = if dropout.p > 0.0 && adapter.touches(index, target) {
-                        dropped = dropout.apply(x)?;
-                        &dropped
-                    } else {
-                        x
-                    };
-                    match adapter.delta(index, target, lora_input)? {
-                        Some(delta) => base + delta,
-                        None => Ok(base),
-                    }
-                }
-                Mode::Infer { groups, .. } => {
-                    let mut y = w.forward(x)?;
-                    for group in groups.iter() {
-                        y = match &group.rows {
-                            None => match group.adapter.delta(index, target, x)? {
-                                Some(delta) => (y + delta)?,
-                                None => y,
-                            },
-                            Some(rows) => {
-                                match group.adapter.delta(
-                                    index,
-                                    target,
-                                    &x.index_select(rows, 1)?,
-                                )? {
-                                    Some(delta) => y.index_add(rows, &delta, 1)?,
-                                    None => y,
-                                }
-                            }
-                        };
-                    }
-                    Ok(y)
-                }
-            }
-        };
-
-        let h = rms(x, &layer.attn_norm)?;
+        let h = candle_nn::ops::rms_norm_slow(x, &layer.attn_norm, eps)?;
         let q = linear(&layer.wq, Target::Q, &h)?;
         let k = linear(&layer.wk, Target::K, &h)?;
         let v = linear(&layer.wv, Target::V, &h)?;
@@ -474,46 +464,13 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let attended = match mode {
-            Mode::Train { cos, sin, mask, .. } => {
-                let q = rope_per_token(&heads(&q, c.num_heads)?, cos, sin)?;
-                let k = rope_per_token(&heads(&k, c.num_kv_heads)?, cos, sin)?;
-                let v = heads(&v, c.num_kv_heads)?;
-                self.attend(&q, k, v, Some(mask), true)?
-            }
-            Mode::Infer { seqs, .. } => {
-                let mut parts = Vec::with_capacity(seqs.len());
-                for (seq, slot) in seqs.iter().zip(caches.iter_mut()) {
-                    let rows = |t: &Tensor, n| heads(&t.narrow(1, seq.start, seq.len)?, n);
-                    let q =
-                        candle_nn::rotary_emb::rope_i(&rows(&q, c.num_heads)?, &seq.cos, &seq.sin)?;
-                    let k = candle_nn::rotary_emb::rope_i(
-                        &rows(&k, c.num_kv_heads)?,
-                        &seq.cos,
-                        &seq.sin,
-                    )?;
-                    let v = rows(&v, c.num_kv_heads)?;
-                    let (k, v) = match slot.take() {
-                        None => (k, v),
-                        Some((past_k, past_v)) => (
-                            Tensor::cat(&[&past_k, &k], 2)?.contiguous()?,
-                            Tensor::cat(&[&past_v, &v], 2)?.contiguous()?,
-                        ),
-                    };
-                    **slot = Some((k.clone(), v.clone()));
-                    parts.push(self.attend(&q, k, v, seq.mask.as_ref(), false)?);
-                }
-                if parts.len() == 1 {
-                    parts.pop().expect("one part")
-                } else {
-                    Tensor::cat(&parts, 1)?
-                }
-            }
-        };
-        debug_assert_eq!(attended.dims3()?, (b, rows, c.hidden_size));
+        let q = rope_per_token(&heads(&q, c.num_heads)?, cos, sin)?;
+        let k = rope_per_token(&heads(&k, c.num_kv_heads)?, cos, sin)?;
+        let v = heads(&v, c.num_kv_heads)?;
+        let attended = self.attend(&q, k, v, mask)?;
         let x = (x + linear(&layer.wo, Target::O, &attended)?)?;
 
-        let h = rms(&x, &layer.ffn_norm)?;
+        let h = candle_nn::ops::rms_norm_slow(&x, &layer.ffn_norm, eps)?;
         let gate = candle_nn::ops::silu(&linear(&layer.w_gate, Target::Gate, &h)?)?;
         let up = linear(&layer.w_up, Target::Up, &h)?;
         x + linear(&layer.w_down, Target::Down, &(gate * up)?)?
@@ -526,8 +483,7 @@ impl Llama {
         q: &Tensor,
         k: Tensor,
         v: Tensor,
-        mask: Option<&Tensor>,
-        differentiable: bool,
+        mask: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, _, len, _) = q.dims4()?;
@@ -535,15 +491,8 @@ impl Llama {
         let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
         let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = if differentiable {
-            candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
-        };
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
+        let weights = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
         weights
             .matmul(&v)?
             .transpose(1, 2)?
@@ -605,10 +554,15 @@ impl candle_core::CustomOp1 for FrozenLinear {
 }
 
 /// A frozen base layer in a training pass (dequantized weights only).
-fn frozen_linear(w: &QMatMul, x: &Tensor) -> candle_core::Result<Tensor> {
+fn frozen_linear(w: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
     match w {
-        QMatMul::Tensor(w) => x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() }),
-        other => other.forward(x),
+        Linear::Candle(QMatMul::Tensor(w)) => {
+            x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
+        }
+        Linear::Candle(other) => other.forward(x),
+        Linear::Kernel(_) => {
+            candle_core::bail!("differentiable passes need dequantized weights")
+        }
     }
 }
 
@@ -622,68 +576,14 @@ pub struct Step<'a> {
     pub adapter: Option<&'a LoraAdapter>,
 }
 
-/// Where a sequence's rows sit in a batched step, with its RoPE tables and causal mask.
-struct SeqSpan {
-    start: usize,
-    len: usize,
+/// What a training pass threads through every block: RoPE tables `(b, L, d/2)` (each packed
+/// example restarts at 0), a block-diagonal causal mask, one adapter and its dropout.
+struct TrainPass<'a> {
     cos: Tensor,
     sin: Tensor,
-    mask: Option<Tensor>,
-}
-
-/// The rows of a batched step that use one adapter (`None`: every row).
-struct AdapterGroup<'a> {
+    mask: Tensor,
     adapter: &'a LoraAdapter,
-    rows: Option<Tensor>,
-}
-
-/// Sequences grouped by adapter (the same adapter object, by address).
-fn adapter_groups<'a>(
-    steps: &[Step<'a>],
-    seqs: &[SeqSpan],
-    total: usize,
-    device: &Device,
-) -> Result<Vec<AdapterGroup<'a>>, LlmError> {
-    let mut groups: Vec<(&'a LoraAdapter, Vec<u32>)> = Vec::new();
-    for (step, seq) in steps.iter().zip(seqs) {
-        let Some(adapter) = step.adapter else {
-            continue;
-        };
-        let rows = seq.start as u32..(seq.start + seq.len) as u32;
-        match groups.iter_mut().find(|(a, _)| std::ptr::eq(*a, adapter)) {
-            Some((_, all)) => all.extend(rows),
-            None => groups.push((adapter, rows.collect())),
-        }
-    }
-    groups
-        .into_iter()
-        .map(|(adapter, rows)| {
-            let rows = if rows.len() == total {
-                None
-            } else {
-                Some(Tensor::new(rows.as_slice(), device).map_err(candle)?)
-            };
-            Ok(AdapterGroup { adapter, rows })
-        })
-        .collect()
-}
-
-/// How a forward pass runs.
-enum Mode<'a> {
-    /// Inference over the rows of several sequences, each with its own cache.
-    Infer {
-        seqs: &'a [SeqSpan],
-        groups: &'a [AdapterGroup<'a>],
-    },
-    /// Training over packed rows: RoPE tables `(b, L, d/2)` (each example restarts at 0),
-    /// a block-diagonal causal mask, one adapter and its dropout.
-    Train {
-        cos: Tensor,
-        sin: Tensor,
-        mask: Tensor,
-        adapter: &'a LoraAdapter,
-        dropout: &'a Dropout,
-    },
+    dropout: &'a Dropout,
 }
 
 /// A batch of packed training sequences, row-major `(rows, len)`.
@@ -770,16 +670,12 @@ fn packed_mask(batch: &TrainBatch, device: &Device) -> candle_core::Result<Tenso
     Tensor::from_vec(mask, (batch.rows, 1, len, len), device)
 }
 
-/// candle's CPU kernels for Q4_1, Q5_0 and Q5_1 are scalar (its AVX2 paths cover Q4_0, Q8_0
-/// and the K-quants), which made Q4_1 matmuls half of all decode time. With
+/// Q5_0 and Q5_1 have neither a kernel here nor a SIMD one in candle. With
 /// [`Weights::Requantized`] such weights are re-quantized to Q8_0 once at load: Q8_0 keeps 8 bits
 /// per weight, so the values barely move, and its dot product is vectorised.
 fn requantize_for_speed(q: QTensor, device: &Device) -> Result<QTensor, LlmError> {
     use candle_core::quantized::GgmlDType;
-    let slow = matches!(
-        q.dtype(),
-        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1
-    );
+    let slow = matches!(q.dtype(), GgmlDType::Q5_0 | GgmlDType::Q5_1);
     let inner = q.shape().dims().last().copied().unwrap_or(0);
     if !slow || inner % 32 != 0 {
         return Ok(q);
@@ -789,27 +685,28 @@ fn requantize_for_speed(q: QTensor, device: &Device) -> Result<QTensor, LlmError
 }
 
 /// RoPE cos/sin tables for every position the model accepts.
+///
+/// Pair `i` at position `p` turns by `p · θ^(−2i/d)`, computed as llama.cpp computes it (the
+/// angle multiplied by `θ^(−2/d)` pair after pair, in f32) so the tables carry the same
+/// rounding as the reference implementation.
 fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor), LlmError> {
     let half = c.head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f32 / c.head_dim as f32))
-        .collect();
+    let step = c.rope_theta.powf(-2.0 / c.head_dim as f32);
     let positions = c.context_length;
-    let mut angles = Vec::with_capacity(positions * half);
+    let (mut cos, mut sin) = (
+        Vec::with_capacity(positions * half),
+        Vec::with_capacity(positions * half),
+    );
     for p in 0..positions {
-        angles.extend(inv_freq.iter().map(|f| p as f32 * f));
+        let mut angle = p as f32;
+        for _ in 0..half {
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+            angle *= step;
+        }
     }
-    let angles = Tensor::from_vec(angles, (positions, half), device).map_err(candle)?;
-    Ok((angles.cos().map_err(candle)?, angles.sin().map_err(candle)?))
-}
-
-/// Additive mask for `seq` new positions after `past` cached ones: −∞ above the diagonal.
-fn causal_mask(seq: usize, past: usize, device: &Device) -> Result<Tensor, LlmError> {
-    let total = past + seq;
-    let mask: Vec<f32> = (0..seq)
-        .flat_map(|i| (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (1, 1, seq, total), device).map_err(candle)
+    let table = |v: Vec<f32>| Tensor::from_vec(v, (positions, half), device).map_err(candle);
+    Ok((table(cos)?, table(sin)?))
 }
 
 /// The index of the largest logit (greedy decoding).
