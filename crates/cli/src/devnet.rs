@@ -71,6 +71,13 @@ pub struct UpArgs {
     /// Seconds between settlement batches of served usage (sent with the node's key).
     #[arg(long, default_value_t = 5)]
     pub settle_interval: u64,
+    /// Sequences the OpenAI API decodes together at most.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// MiB of KV cache the OpenAI API's sequences may hold together; requests wait for memory
+    /// and the newest running ones are preempted (and recomputed) when it runs short.
+    #[arg(long, default_value_t = 1024)]
+    pub kv_memory_mib: usize,
     #[command(flatten)]
     pub models: crate::model::StoreArgs,
 }
@@ -320,6 +327,10 @@ pub fn run(args: UpArgs) -> Result<()> {
         }
         if args.model != "none" {
             let (name, store) = (args.model.clone(), args.models.store());
+            let engine_config = openlora::EngineConfig {
+                max_batch: args.max_batch.max(1),
+                kv_bytes: args.kv_memory_mib.max(1) << 20,
+            };
             let attribution_store = args.models.store();
             let jobs = factory.clone();
             let local_adapters = args.adapters.clone();
@@ -410,7 +421,10 @@ pub fn run(args: UpArgs) -> Result<()> {
                             hashes,
                         );
                         let _ = serving.set(openlora::Serving {
-                            engine: openlora::Engine::start(std::sync::Arc::new(model), 16),
+                            engine: openlora::Engine::start_with(
+                                std::sync::Arc::new(model),
+                                engine_config,
+                            ),
                             base_name: name.clone(),
                             adapters: openlora::Registry::new(sources, 1 << 30),
                             meter: Some(Arc::new(meter)),

@@ -423,8 +423,18 @@ mod x86 {
         out: &Out<'_>,
     ) {
         let blocks = acts.cols / BLOCK;
-        let a: [&[ActBlock]; R] = std::array::from_fn(|k| acts.row(first + k));
-        let rows: [*const u8; WR] = std::array::from_fn(|j| w.row(r + j).as_ptr());
+        // Plain loops rather than `array::from_fn`, which is not inlined into this
+        // target-feature function and cost a call per tile.
+        let per_row = acts.cols / BLOCK;
+        let mut a = [std::ptr::null::<ActBlock>(); R];
+        for k in 0..R {
+            a[k] = acts.blocks[(first + k) * per_row..].as_ptr();
+        }
+        let row_bytes = w.row_bytes();
+        let mut rows = [std::ptr::null::<u8>(); WR];
+        for j in 0..WR {
+            rows[j] = w.bytes[(r + j) * row_bytes..].as_ptr();
+        }
         let mut acc = [[_mm256_setzero_ps(); R]; WR];
         let mut offset = [[0f32; R]; WR];
         let low = _mm_set1_epi8(0x0F);
@@ -460,7 +470,8 @@ mod x86 {
                 };
             }
             for k in 0..R {
-                let ab = &a[k][b];
+                // SAFETY: row `first + k` holds `blocks` activation blocks.
+                let ab = unsafe { &*a[k].add(b) };
                 let q = unsafe { _mm256_loadu_si256(ab.q.as_ptr().cast()) };
                 for j in 0..WR {
                     let pairs = if KIND == 2 {

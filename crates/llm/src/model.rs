@@ -16,6 +16,8 @@
 
 mod infer;
 
+pub use infer::KV_BLOCK;
+
 use std::io::{Read, Seek};
 use std::sync::Arc;
 

@@ -728,14 +728,20 @@ async fn metrics(State(slot): State<Slot>) -> Result<Response, ApiError> {
          # TYPE openlora_adapter_cache_hits_total counter\nopenlora_adapter_cache_hits_total {}\n\
          # TYPE openlora_adapter_cache_misses_total counter\nopenlora_adapter_cache_misses_total {}\n\
          # TYPE openlora_resident_adapters gauge\nopenlora_resident_adapters {resident}\n\
-         # TYPE openlora_resident_adapter_bytes gauge\nopenlora_resident_adapter_bytes {bytes}\n",
-        st.queued.load(Relaxed),
+         # TYPE openlora_resident_adapter_bytes gauge\nopenlora_resident_adapter_bytes {bytes}\n\
+         # TYPE openlora_kv_blocks_total gauge\nopenlora_kv_blocks_total {}\n\
+         # TYPE openlora_kv_blocks_used gauge\nopenlora_kv_blocks_used {}\n\
+         # TYPE openlora_preemptions_total counter\nopenlora_preemptions_total {}\n",
+        st.queued.load(Relaxed) + st.waiting.load(Relaxed),
         st.running.load(Relaxed),
         st.generated_tokens.load(Relaxed),
         st.prompt_tokens.load(Relaxed),
         st.steps.load(Relaxed),
         s.adapters.hits.load(Relaxed),
         s.adapters.misses.load(Relaxed),
+        st.kv_blocks_total.load(Relaxed),
+        st.kv_blocks_used.load(Relaxed),
+        st.preemptions.load(Relaxed),
     );
     Ok((
         [(

@@ -3,12 +3,26 @@
 //! ones their last token — so the base model's weights are read once per step for the whole
 //! batch while each sequence keeps its own cache and adapter (continuous batching across
 //! adapters). A request whose client has gone is dropped at the next step.
+//!
+//! KV memory is a fixed budget of blocks of [`KV_BLOCK`] positions (vLLM's paged KV, counted
+//! here and matched by the caches, which grow by whole blocks):
+//! - a request is admitted, oldest first, only when the blocks its prompt needs are free;
+//! - before each step every running sequence gets the blocks its next positions need; when
+//!   none are left, the most recently arrived running sequence is preempted: its blocks are
+//!   freed and it goes back to the head of the queue with everything it has seen so far, to be
+//!   recomputed when memory frees up (results are unchanged: a row's arithmetic never depends
+//!   on its batch);
+//! - finished, failed and abandoned sequences return their blocks at once.
+//!
+//! Invariant: the blocks held by running sequences plus the free blocks are always the whole
+//! budget ([`Stats::kv_blocks_used`] is 0 when the engine is idle).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use openledger_llm::model::Step;
+use openledger_llm::model::{KV_BLOCK, Step};
 use openledger_llm::{Completion, Decoder, KvCache, LlmError, LoraAdapter, Model, SamplingParams};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -30,11 +44,38 @@ pub struct Request {
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Submitted, not yet seen by the engine.
     pub queued: AtomicUsize,
+    /// Seen by the engine, waiting for a batch slot or KV memory (preempted ones included).
+    pub waiting: AtomicUsize,
     pub running: AtomicUsize,
     pub generated_tokens: AtomicU64,
     pub prompt_tokens: AtomicU64,
     pub steps: AtomicU64,
+    /// KV blocks in the budget, and held by running sequences.
+    pub kv_blocks_total: AtomicUsize,
+    pub kv_blocks_used: AtomicUsize,
+    /// Sequences preempted for memory (and recomputed later).
+    pub preemptions: AtomicU64,
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineConfig {
+    /// Sequences that decode together at most.
+    pub max_batch: usize,
+    /// Bytes of KV cache all sequences together may hold.
+    pub kv_bytes: usize,
+}
+
+impl EngineConfig {
+    /// `max_batch` sequences and 1 GiB of KV cache.
+    pub fn new(max_batch: usize) -> Self {
+        Self {
+            max_batch,
+            kv_bytes: 1 << 30,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -46,23 +87,58 @@ pub struct Engine {
 }
 
 struct Active {
+    /// Arrival order: admission is oldest first, preemption newest first.
+    arrival: u64,
     decoder: Decoder,
     cache: KvCache,
+    /// Tokens already in `cache`.
+    seen: Vec<u32>,
+    /// KV blocks reserved for this sequence.
+    blocks: usize,
     adapter: Option<Arc<LoraAdapter>>,
-    /// Tokens to feed at the next step: the prompt, then one token at a time.
+    /// Tokens to feed at the next step: the prompt, then one token at a time (after a
+    /// preemption: everything seen so far, again).
     feed: Vec<u32>,
     events: UnboundedSender<Event>,
 }
 
+impl Active {
+    /// Blocks this sequence holds once its next step has run.
+    fn blocks_needed(&self) -> usize {
+        (self.seen.len() + self.feed.len()).div_ceil(KV_BLOCK)
+    }
+
+    /// Gives back the cache (and so its memory); the sequence will recompute it.
+    fn preempt(&mut self) {
+        let mut feed = std::mem::take(&mut self.seen);
+        feed.append(&mut self.feed);
+        self.feed = feed;
+        self.cache = KvCache::default();
+        self.blocks = 0;
+    }
+}
+
 impl Engine {
-    /// Starts the engine thread; at most `max_batch` sequences decode together.
+    /// Starts the engine thread; at most `max_batch` sequences decode together, with 1 GiB of
+    /// KV cache.
     pub fn start(model: Arc<Model>, max_batch: usize) -> Self {
+        Self::start_with(model, EngineConfig::new(max_batch))
+    }
+
+    pub fn start_with(model: Arc<Model>, config: EngineConfig) -> Self {
         let (submit, requests) = mpsc::channel();
         let stats = Arc::new(Stats::default());
+        let block_bytes = model.llama.kv_bytes_per_position() * KV_BLOCK;
+        let pool = BlockPool {
+            total: (config.kv_bytes / block_bytes.max(1)).max(1),
+            free: 0,
+        };
+        stats.kv_blocks_total.store(pool.total, Ordering::Relaxed);
         let worker = (model.clone(), stats.clone());
+        let max_batch = config.max_batch.max(1);
         std::thread::Builder::new()
             .name("openlora-engine".into())
-            .spawn(move || run(&worker.0, &worker.1, requests, max_batch.max(1)))
+            .spawn(move || run(&worker.0, &worker.1, requests, max_batch, pool))
             .expect("spawn the engine thread");
         Self {
             submit,
@@ -94,30 +170,90 @@ impl Engine {
     }
 }
 
+/// The KV budget in blocks.
+struct BlockPool {
+    total: usize,
+    free: usize,
+}
+
 fn run(
     model: &Model,
     stats: &Stats,
     requests: mpsc::Receiver<(Request, Decoder)>,
     max_batch: usize,
+    mut pool: BlockPool,
 ) {
+    pool.free = pool.total;
+    let mut arrivals = 0u64;
+    let mut waiting: VecDeque<Active> = VecDeque::new();
     let mut active: Vec<Active> = Vec::new();
+    let mut arrive = |queued, waiting: &mut VecDeque<Active>| {
+        arrivals += 1;
+        waiting.push_back(admit(queued, stats, arrivals));
+    };
     loop {
-        // Wait for work when idle; otherwise take whatever arrived, up to the batch size.
-        if active.is_empty() {
+        // Wait for work when idle; otherwise take whatever arrived.
+        if active.is_empty() && waiting.is_empty() {
             match requests.recv() {
-                Ok(queued) => active.push(admit(queued, stats)),
+                Ok(queued) => arrive(queued, &mut waiting),
                 Err(_) => return,
             }
         }
-        while active.len() < max_batch {
-            match requests.try_recv() {
-                Ok(queued) => active.push(admit(queued, stats)),
-                Err(_) => break,
-            }
+        while let Ok(queued) = requests.try_recv() {
+            arrive(queued, &mut waiting);
         }
-        // Clients that went away free their slot before any compute.
-        active.retain(|a| !a.events.is_closed());
+        // Clients that went away free their blocks before any compute.
+        active.retain(|a| {
+            let gone = a.events.is_closed();
+            if gone {
+                pool.free += a.blocks;
+            }
+            !gone
+        });
+        waiting.retain(|w| !w.events.is_closed());
+        // Admit the oldest waiting sequences whose next step fits in free memory.
+        while active.len() < max_batch {
+            let Some(next) = waiting.front() else { break };
+            let needed = next.blocks_needed();
+            if needed > pool.total {
+                let w = waiting.pop_front().expect("front exists");
+                let _ = w.events.send(Event::Failed(format!(
+                    "the request needs {needed} KV blocks of {KV_BLOCK} positions but the engine's whole KV budget is {} blocks; raise the KV memory or shorten the prompt",
+                    pool.total
+                )));
+                continue;
+            }
+            if needed > pool.free {
+                break;
+            }
+            let mut w = waiting.pop_front().expect("front exists");
+            pool.free -= needed;
+            w.blocks = needed;
+            active.push(w);
+        }
+        // Every running sequence gets the blocks its next positions need, preempting the
+        // newest arrivals when memory runs short.
+        active.sort_by_key(|a| a.arrival);
+        let mut i = 0;
+        while i < active.len() {
+            let extra = active[i].blocks_needed().saturating_sub(active[i].blocks);
+            if extra <= pool.free {
+                pool.free -= extra;
+                active[i].blocks += extra;
+                i += 1;
+                continue;
+            }
+            let mut victim = active.pop().expect("non-empty");
+            pool.free += victim.blocks;
+            victim.preempt();
+            stats.preemptions.fetch_add(1, Ordering::Relaxed);
+            waiting.push_front(victim);
+        }
+        stats
+            .kv_blocks_used
+            .store(pool.total - pool.free, Ordering::Relaxed);
         stats.running.store(active.len(), Ordering::Relaxed);
+        stats.waiting.store(waiting.len(), Ordering::Relaxed);
         if active.is_empty() {
             continue;
         }
@@ -136,6 +272,7 @@ fn run(
             Ok(logits) => logits,
             Err(e) => {
                 for a in active.drain(..) {
+                    pool.free += a.blocks;
                     let _ = a.events.send(Event::Failed(e.to_string()));
                 }
                 continue;
@@ -143,6 +280,7 @@ fn run(
         };
         let mut finished = Vec::new();
         for (i, (a, mut logits)) in active.iter_mut().zip(logits).enumerate() {
+            a.seen.append(&mut a.feed);
             match a.decoder.step(&model.tokenizer, &mut logits, a.cache.len()) {
                 Ok(step) => {
                     if !step.text.is_empty() && a.events.send(Event::Text(step.text)).is_err() {
@@ -152,7 +290,6 @@ fn run(
                     match step.next {
                         Some(token) => {
                             stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
-                            a.feed.clear();
                             a.feed.push(token);
                         }
                         None => finished.push(i),
@@ -166,22 +303,34 @@ fn run(
         }
         for i in finished.into_iter().rev() {
             let a = active.swap_remove(i);
+            pool.free += a.blocks;
             if a.decoder.is_finished() {
                 let _ = a.events.send(Event::Done(a.decoder.into_completion()));
             }
         }
+        debug_assert_eq!(
+            pool.free + active.iter().map(|a| a.blocks).sum::<usize>(),
+            pool.total,
+            "KV blocks leaked"
+        );
+        stats
+            .kv_blocks_used
+            .store(pool.total - pool.free, Ordering::Relaxed);
         stats.running.store(active.len(), Ordering::Relaxed);
     }
 }
 
-fn admit((request, decoder): (Request, Decoder), stats: &Stats) -> Active {
+fn admit((request, decoder): (Request, Decoder), stats: &Stats, arrival: u64) -> Active {
     stats.queued.fetch_sub(1, Ordering::Relaxed);
     stats
         .prompt_tokens
         .fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
     Active {
+        arrival,
         decoder,
         cache: KvCache::default(),
+        seen: Vec::new(),
+        blocks: 0,
         adapter: request.adapter,
         feed: request.prompt,
         events: request.events,

@@ -13,7 +13,7 @@ use openledger_llm::{
     ChatMessage, LoraAdapter, LoraConfig, Model, SamplingParams, Target, generate_with,
 };
 use openlora::metering::{Admission, Meter, MeterError, Usage};
-use openlora::{Engine, Event, Registry, Request, Serving};
+use openlora::{Engine, EngineConfig, Event, Registry, Request, Serving};
 
 /// A PEFT directory holding an adapter with random (non-zero) B.
 fn adapter_dir(
@@ -61,6 +61,130 @@ fn greedy(max_tokens: usize) -> SamplingParams {
     SamplingParams {
         max_tokens,
         ..Default::default()
+    }
+}
+
+/// A KV budget far smaller than the offered load: requests wait for memory, running ones are
+/// preempted and recomputed, clients vanish mid-stream, one prompt can never fit. Every
+/// finished answer is still exactly what the request gets alone, the impossible one gets a
+/// clear error, and afterwards every KV block is back in the pool.
+#[test]
+fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers_or_leaking_blocks() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(tiny_model(&TinyConfig::default()));
+    let adapters: Vec<Arc<LoraAdapter>> = (0..3)
+        .map(|i| {
+            let targets: &[Target] = if i == 0 {
+                &Target::ALL
+            } else {
+                &[Target::Q, Target::V]
+            };
+            let path = adapter_dir(
+                &model,
+                dir.path(),
+                &format!("a{i}"),
+                4 + 4 * i,
+                targets,
+                i as u64,
+            );
+            Arc::new(
+                LoraAdapter::load_peft(&path, model.llama.config(), &openledger_llm::Device::Cpu)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let block = model.llama.kv_bytes_per_position() * openledger_llm::model::KV_BLOCK;
+    let engine = Engine::start_with(
+        model.clone(),
+        EngineConfig {
+            max_batch: 8,
+            kv_bytes: 6 * block,
+        },
+    );
+    assert_eq!(engine.stats().kv_blocks_total.load(Relaxed), 6);
+    let texts = [
+        "the theme",
+        "in the tin",
+        "thin",
+        "then the end",
+        "the",
+        "tin then",
+        "them",
+        "the thin tin",
+        "nine",
+        "then",
+    ];
+    let mut cases = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let tokens = prompt(&model, text);
+        let adapter = (i % 4 != 3).then(|| adapters[i % 3].clone());
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .submit(Request {
+                prompt: tokens.clone(),
+                params: greedy(40),
+                adapter: adapter.clone(),
+                events,
+            })
+            .unwrap();
+        cases.push((tokens, adapter, rx));
+    }
+    // A prompt longer than the whole budget (6 blocks of 16 positions).
+    let long: Vec<u32> = prompt(&model, &"then the thin tin ".repeat(15));
+    assert!(long.len() > 96 && long.len() < 250, "{}", long.len());
+    let (events, mut too_long) = tokio::sync::mpsc::unbounded_channel();
+    engine
+        .submit(Request {
+            prompt: long,
+            params: greedy(4),
+            adapter: None,
+            events,
+        })
+        .unwrap();
+    for (i, (tokens, adapter, mut rx)) in cases.into_iter().enumerate() {
+        if i % 5 == 2 {
+            // This client reads one piece and goes away.
+            let _ = rx.blocking_recv();
+            drop(rx);
+            continue;
+        }
+        let alone = generate_with(
+            &model.llama,
+            adapter.as_deref(),
+            &model.tokenizer,
+            &tokens,
+            &greedy(40),
+            |_| true,
+        )
+        .unwrap();
+        let done = loop {
+            match rx.blocking_recv().expect("the engine answers") {
+                Event::Text(_) => {}
+                Event::Done(done) => break done,
+                Event::Failed(e) => panic!("request {i}: {e}"),
+            }
+        };
+        assert_eq!(done.tokens, alone.tokens, "request {i} differs from alone");
+    }
+    match too_long.blocking_recv() {
+        Some(Event::Failed(e)) => assert!(e.contains("KV budget is 6 blocks"), "{e}"),
+        other => panic!("expected a clear failure, got {other:?}"),
+    }
+    assert!(
+        engine.stats().preemptions.load(Relaxed) > 0,
+        "the budget was small enough to force preemption"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while engine.stats().kv_blocks_used.load(Relaxed) != 0
+        || engine.stats().running.load(Relaxed) != 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "KV blocks still held: {}",
+            engine.stats().kv_blocks_used.load(Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -133,8 +133,8 @@ impl Llama {
             for (step, seq) in steps.iter_mut().zip(&seqs) {
                 let kv = &mut step.cache.layers[index];
                 let rows = seq.start * kv_width..(seq.start + seq.len) * kv_width;
-                kv.k.push(&k[rows.clone()]);
-                kv.v.push(&v[rows]);
+                kv.k.push(&k[rows.clone()], kv_width);
+                kv.v.push(&v[rows], kv_width);
             }
             let caches: Vec<&LayerKv> = steps.iter().map(|s| &s.cache.layers[index]).collect();
             self.attend_cached(pool, &seqs, &caches, &q, &mut attended);
@@ -504,14 +504,28 @@ fn add(x: &mut [f32], y: &[f32]) {
 }
 
 impl KvRows {
-    fn push(&mut self, rows: &[f32]) {
+    /// Appends `rows` (whole positions of `width` values), growing the storage by whole
+    /// blocks of [`KV_BLOCK`] positions, so a sequence's memory is what a block allocator
+    /// accounts for it.
+    fn push(&mut self, rows: &[f32], width: usize) {
+        fn grow<T>(cache: &mut Vec<T>, extra: usize, width: usize) {
+            let needed = cache.len() + extra;
+            if needed > cache.capacity() {
+                let block = KV_BLOCK * width;
+                cache.reserve_exact(needed.next_multiple_of(block) - cache.len());
+            }
+        }
         match self {
             KvRows::Half(cache) => {
+                grow(cache, rows.len(), width);
                 let at = cache.len();
                 cache.resize(at + rows.len(), f16::ZERO);
                 vector::to_f16(rows, &mut cache[at..]);
             }
-            KvRows::Full(cache) => cache.extend_from_slice(rows),
+            KvRows::Full(cache) => {
+                grow(cache, rows.len(), width);
+                cache.extend_from_slice(rows);
+            }
         }
     }
 
@@ -520,6 +534,22 @@ impl KvRows {
             KvRows::Half(c) => c.len() * std::mem::size_of::<f16>(),
             KvRows::Full(c) => c.len() * std::mem::size_of::<f32>(),
         }
+    }
+}
+
+/// Positions per block of KV storage (see [`KvRows::push`] and the serving engine's block
+/// accounting).
+pub const KV_BLOCK: usize = 16;
+
+impl Llama {
+    /// Bytes of KV cache one position takes (all layers, keys and values).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let c = &self.config;
+        let element = match self.weights {
+            super::Weights::Dequantized => std::mem::size_of::<f32>(),
+            _ => std::mem::size_of::<f16>(),
+        };
+        c.num_layers * 2 * c.num_kv_heads * c.head_dim * element
     }
 }
 
