@@ -71,10 +71,9 @@ use crate::model::{StoreArgs, resolve};
 pub struct ServeBenchArgs {
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// How linear layers compute: f32 (default: batched matmuls through gemm), exact (the
-    /// file's quantization, what `openledger up` loads today) or q8. candle's quantized matmul
-    /// works row by row, so with exact weights 32 streams decode barely faster than one.
-    #[arg(long, default_value = "f32", value_parser = crate::model::parse_weights)]
+    /// How linear layers compute: exact (the file's quantization, what `openledger up` serves),
+    /// q8 or f32.
+    #[arg(long, default_value = "exact", value_parser = crate::model::parse_weights)]
     pub weights: Weights,
     /// Concurrent requests (also the engine's batch size).
     #[arg(long, default_value_t = 32)]
@@ -496,6 +495,7 @@ async fn one(s: Serving, job: Job) -> Result<Outcome> {
     };
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     s.engine.submit(Request {
+        tenant: None,
         prompt: s.prompts[job.prompt].clone(),
         params: SamplingParams {
             temperature: 0.0,

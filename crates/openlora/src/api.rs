@@ -516,7 +516,9 @@ async fn run(
         }
     };
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tenant = metered.as_ref().and_then(|m| m.admission.account.clone());
     s.engine.submit(Request {
+        tenant,
         prompt,
         params,
         adapter,
@@ -742,6 +744,12 @@ async fn metrics(State(slot): State<Slot>) -> Result<Response, ApiError> {
         st.kv_blocks_total.load(Relaxed),
         st.kv_blocks_used.load(Relaxed),
         st.preemptions.load(Relaxed),
+    ) + &st.time_to_first_token.render(
+        "openlora_time_to_first_token_seconds",
+        "From a request's submission to its first generated token.",
+    ) + &s.adapters.load_latency.render(
+        "openlora_adapter_load_seconds",
+        "Loading an adapter from disk into the RAM cache.",
     );
     Ok((
         [(

@@ -6,7 +6,9 @@
 //!
 //! KV memory is a fixed budget of blocks of [`KV_BLOCK`] positions (vLLM's paged KV, counted
 //! here and matched by the caches, which grow by whole blocks):
-//! - a request is admitted, oldest first, only when the blocks its prompt needs are free;
+//! - a request is admitted only when the blocks its prompt needs are free; among waiting
+//!   requests the one whose tenant, then adapter, has the fewest running sequences goes first
+//!   (oldest first among equals), so no tenant or adapter crowds out the others;
 //! - before each step every running sequence gets the blocks its next positions need; when
 //!   none are left, the most recently arrived running sequence is preempted: its blocks are
 //!   freed and it goes back to the head of the queue with everything it has seen so far, to be
@@ -21,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use openledger_llm::model::{KV_BLOCK, Step};
 use openledger_llm::{Completion, Decoder, KvCache, LlmError, LoraAdapter, Model, SamplingParams};
@@ -35,6 +38,9 @@ pub enum Event {
 }
 
 pub struct Request {
+    /// Who pays for it (an account), for fair admission; `None` for anonymous callers, who
+    /// share one place in line.
+    pub tenant: Option<String>,
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
     pub adapter: Option<Arc<LoraAdapter>>,
@@ -57,6 +63,8 @@ pub struct Stats {
     pub kv_blocks_used: AtomicUsize,
     /// Sequences preempted for memory (and recomputed later).
     pub preemptions: AtomicU64,
+    /// From submission to the first generated token.
+    pub time_to_first_token: crate::histogram::Histogram,
 }
 
 /// How the engine runs.
@@ -80,13 +88,18 @@ impl EngineConfig {
 
 #[derive(Clone)]
 pub struct Engine {
-    /// Requests with their decoder, built (and so checked) when submitted.
-    submit: mpsc::Sender<(Request, Decoder)>,
+    /// Requests with their decoder, built (and so checked) when submitted, and when.
+    submit: mpsc::Sender<Submitted>,
     stats: Arc<Stats>,
     model: Arc<Model>,
 }
 
+type Submitted = (Request, Decoder, Instant);
+
 struct Active {
+    tenant: Option<String>,
+    /// When it was submitted, until its first token is out.
+    submitted: Option<Instant>,
     /// Arrival order: admission is oldest first, preemption newest first.
     arrival: u64,
     decoder: Decoder,
@@ -165,7 +178,7 @@ impl Engine {
         )?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         self.submit
-            .send((request, decoder))
+            .send((request, decoder, Instant::now()))
             .map_err(|_| LlmError::Compute("the serving engine has stopped".into()))
     }
 }
@@ -179,7 +192,7 @@ struct BlockPool {
 fn run(
     model: &Model,
     stats: &Stats,
-    requests: mpsc::Receiver<(Request, Decoder)>,
+    requests: mpsc::Receiver<Submitted>,
     max_batch: usize,
     mut pool: BlockPool,
 ) {
@@ -211,12 +224,14 @@ fn run(
             !gone
         });
         waiting.retain(|w| !w.events.is_closed());
-        // Admit the oldest waiting sequences whose next step fits in free memory.
+        // Admit waiting sequences while their next step fits in free memory, fairest first.
         while active.len() < max_batch {
-            let Some(next) = waiting.front() else { break };
-            let needed = next.blocks_needed();
+            let Some(index) = fairest(&waiting, &active) else {
+                break;
+            };
+            let needed = waiting[index].blocks_needed();
             if needed > pool.total {
-                let w = waiting.pop_front().expect("front exists");
+                let w = waiting.remove(index).expect("index in range");
                 let _ = w.events.send(Event::Failed(format!(
                     "the request needs {needed} KV blocks of {KV_BLOCK} positions but the engine's whole KV budget is {} blocks; raise the KV memory or shorten the prompt",
                     pool.total
@@ -224,9 +239,10 @@ fn run(
                 continue;
             }
             if needed > pool.free {
+                // Wait for memory rather than let smaller requests pass it forever.
                 break;
             }
-            let mut w = waiting.pop_front().expect("front exists");
+            let mut w = waiting.remove(index).expect("index in range");
             pool.free -= needed;
             w.blocks = needed;
             active.push(w);
@@ -289,6 +305,9 @@ fn run(
                     }
                     match step.next {
                         Some(token) => {
+                            if let Some(at) = a.submitted.take() {
+                                stats.time_to_first_token.observe(at.elapsed());
+                            }
                             stats.generated_tokens.fetch_add(1, Ordering::Relaxed);
                             a.feed.push(token);
                         }
@@ -320,12 +339,38 @@ fn run(
     }
 }
 
-fn admit((request, decoder): (Request, Decoder), stats: &Stats, arrival: u64) -> Active {
+/// The waiting sequence to admit next: the one whose tenant, then whose adapter, has the fewest
+/// sequences running, oldest first among equals (preempted sequences keep their arrival, so
+/// they come back before newer ones). One tenant's flood of requests, or one busy adapter,
+/// cannot keep the others waiting.
+fn fairest(waiting: &VecDeque<Active>, active: &[Active]) -> Option<usize> {
+    let same_adapter = |a: &Option<Arc<LoraAdapter>>, b: &Option<Arc<LoraAdapter>>| match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    };
+    waiting
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, w)| {
+            let tenant_running = active.iter().filter(|a| a.tenant == w.tenant).count();
+            let adapter_running = active
+                .iter()
+                .filter(|a| same_adapter(&a.adapter, &w.adapter))
+                .count();
+            (tenant_running, adapter_running, w.arrival)
+        })
+        .map(|(i, _)| i)
+}
+
+fn admit((request, decoder, submitted): Submitted, stats: &Stats, arrival: u64) -> Active {
     stats.queued.fetch_sub(1, Ordering::Relaxed);
     stats
         .prompt_tokens
         .fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
     Active {
+        tenant: request.tenant,
+        submitted: Some(submitted),
         arrival,
         decoder,
         cache: KvCache::default(),

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod engine;
+pub mod histogram;
 pub mod metering;
 pub mod registry;
 

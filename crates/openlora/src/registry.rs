@@ -45,6 +45,8 @@ pub struct Registry {
     cache: Mutex<(BTreeMap<String, Cached>, u64)>,
     pub hits: std::sync::atomic::AtomicU64,
     pub misses: std::sync::atomic::AtomicU64,
+    /// How long adapter loads from disk took.
+    pub load_latency: crate::histogram::Histogram,
 }
 
 fn adapter_bytes(adapter: &LoraAdapter) -> usize {
@@ -66,6 +68,7 @@ impl Registry {
             cache: Mutex::new((BTreeMap::new(), 0)),
             hits: Default::default(),
             misses: Default::default(),
+            load_latency: Default::default(),
         }
     }
 
@@ -122,6 +125,7 @@ impl Registry {
         let started = Instant::now();
         let adapter = Arc::new(LoraAdapter::load_peft(&dir, model, &Device::Cpu)?);
         let loaded_in = started.elapsed();
+        self.load_latency.observe(loaded_in);
         let bytes = adapter_bytes(&adapter);
         let mut guard = self.cache.lock().expect("adapter cache lock");
         let (entries, clock) = &mut *guard;

@@ -122,6 +122,7 @@ fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers_or_leaking
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         engine
             .submit(Request {
+                tenant: None,
                 prompt: tokens.clone(),
                 params: greedy(40),
                 adapter: adapter.clone(),
@@ -136,6 +137,7 @@ fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers_or_leaking
     let (events, mut too_long) = tokio::sync::mpsc::unbounded_channel();
     engine
         .submit(Request {
+            tenant: None,
             prompt: long,
             params: greedy(4),
             adapter: None,
@@ -188,6 +190,56 @@ fn a_small_kv_budget_preempts_and_recomputes_without_changing_answers_or_leaking
     }
 }
 
+/// Two batch slots, one tenant queues six requests and another then queues two: the second
+/// tenant's requests take the next free slots instead of waiting behind the whole flood.
+#[test]
+fn a_tenant_flooding_the_queue_does_not_make_another_wait_behind_it() {
+    let model = Arc::new(tiny_model(&TinyConfig::default()));
+    let engine = Engine::start_with(
+        model.clone(),
+        EngineConfig {
+            max_batch: 2,
+            kv_bytes: 1 << 30,
+        },
+    );
+    let tokens = prompt(&model, "the theme");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for (i, tenant) in ["a", "a", "a", "a", "a", "a", "b", "b"].iter().enumerate() {
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .submit(Request {
+                tenant: Some(tenant.to_string()),
+                prompt: tokens.clone(),
+                params: greedy(16),
+                adapter: None,
+                events,
+            })
+            .unwrap();
+        let done = done_tx.clone();
+        threads.push(std::thread::spawn(move || {
+            while let Some(event) = rx.blocking_recv() {
+                if let Event::Done(_) | Event::Failed(_) = event {
+                    break;
+                }
+            }
+            done.send((i, tenant.to_string())).unwrap();
+        }));
+    }
+    drop(done_tx);
+    let order: Vec<(usize, String)> = done_rx.iter().collect();
+    assert_eq!(order.len(), 8);
+    let position = |i: usize| order.iter().position(|(j, _)| *j == i).unwrap();
+    // Under first-come-first-served, tenant b's requests would finish 7th and 8th.
+    assert!(
+        position(6) < 4 && position(7) < 6,
+        "tenant b waited behind tenant a: {order:?}"
+    );
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 #[test]
 fn batched_sequences_with_mixed_adapters_answer_as_they_do_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +273,7 @@ fn batched_sequences_with_mixed_adapters_answer_as_they_do_alone() {
         let (events, rx) = tokio::sync::mpsc::unbounded_channel();
         engine
             .submit(Request {
+                tenant: None,
                 prompt: tokens.clone(),
                 params: greedy(24),
                 adapter: adapter.clone(),
@@ -269,6 +322,7 @@ fn batched_sequences_with_mixed_adapters_answer_as_they_do_alone() {
     let (events, _rx) = tokio::sync::mpsc::unbounded_channel();
     let err = engine
         .submit(Request {
+            tenant: None,
             prompt: vec![5; 300],
             params: greedy(4),
             adapter: None,
