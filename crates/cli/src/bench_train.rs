@@ -85,7 +85,7 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
     println!("| engine | tokens/s | peak RSS MiB |");
     println!("|---|---|---|");
     println!(
-        "| openledger (candle) | {ours:.1} | {:.0} |",
+        "| openledger | {ours:.1} | {:.0} |",
         crate::bench_datanet::peak_rss_mib().unwrap_or(f64::NAN)
     );
     let Some(python) = &args.peft_python else {

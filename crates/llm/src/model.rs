@@ -14,6 +14,7 @@
 //! resident model. RoPE is the interleaved variant: GGUF converters permute Q and K rows for
 //! it.
 
+pub(crate) mod fused;
 mod infer;
 
 pub use infer::KV_BLOCK;
@@ -394,26 +395,32 @@ impl Llama {
                 .embedding(&ids)?
                 .reshape((b, len, c.hidden_size))?;
             let positions = Tensor::new(batch.positions.as_slice(), &self.device)?;
-            let half = c.head_dim / 2;
-            let cos = self
-                .cos
-                .index_select(&positions, 0)?
-                .reshape((b, len, half))?;
-            let sin = self
-                .sin
-                .index_select(&positions, 0)?
-                .reshape((b, len, half))?;
+            let table = |t: &Tensor| t.index_select(&positions, 0)?.flatten_all()?.to_vec1();
             let pass = TrainPass {
-                cos,
-                sin,
-                mask: packed_mask(batch, &self.device)?,
+                rope: Arc::new(fused::RopeRows {
+                    cos: table(&self.cos)?,
+                    sin: table(&self.sin)?,
+                    half: c.head_dim / 2,
+                }),
+                attention: Arc::new(fused::AttentionShape {
+                    rows: b,
+                    len,
+                    heads: c.num_heads,
+                    kv_heads: c.num_kv_heads,
+                    head_dim: c.head_dim,
+                    segments: batch.segments.clone(),
+                }),
                 adapter,
                 dropout,
             };
             for (index, layer) in self.layers.iter().enumerate() {
                 x = self.block(index, layer, &x, &pass)?;
             }
-            candle_nn::ops::rms_norm_slow(&x, &self.output_norm, c.rms_norm_eps as f32)
+            fused::rms_norm(
+                &x,
+                &Arc::new(self.output_norm.to_vec1()?),
+                c.rms_norm_eps as f32,
+            )
         };
         run().map_err(candle)
     }
@@ -435,9 +442,8 @@ impl Llama {
         let c = &self.config;
         let eps = c.rms_norm_eps as f32;
         let TrainPass {
-            cos,
-            sin,
-            mask,
+            rope,
+            attention,
             adapter,
             dropout,
         } = pass;
@@ -456,49 +462,18 @@ impl Llama {
                 None => Ok(base),
             }
         };
-        let h = candle_nn::ops::rms_norm_slow(x, &layer.attn_norm, eps)?;
-        let q = linear(&layer.wq, Target::Q, &h)?;
-        let k = linear(&layer.wk, Target::K, &h)?;
+        let norm = |w: &Tensor, x: &Tensor| fused::rms_norm(x, &Arc::new(w.to_vec1()?), eps);
+        let h = norm(&layer.attn_norm, x)?;
+        let q = fused::rope(&linear(&layer.wq, Target::Q, &h)?, rope, c.num_heads)?;
+        let k = fused::rope(&linear(&layer.wk, Target::K, &h)?, rope, c.num_kv_heads)?;
         let v = linear(&layer.wv, Target::V, &h)?;
-        let heads = |t: &Tensor, n: usize| -> candle_core::Result<Tensor> {
-            let (b, seq, _) = t.dims3()?;
-            t.reshape((b, seq, n, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = rope_per_token(&heads(&q, c.num_heads)?, cos, sin)?;
-        let k = rope_per_token(&heads(&k, c.num_kv_heads)?, cos, sin)?;
-        let v = heads(&v, c.num_kv_heads)?;
-        let attended = self.attend(&q, k, v, mask)?;
+        let attended = fused::attention(&q, &k, &v, attention)?;
         let x = (x + linear(&layer.wo, Target::O, &attended)?)?;
 
-        let h = candle_nn::ops::rms_norm_slow(&x, &layer.ffn_norm, eps)?;
-        let gate = candle_nn::ops::silu(&linear(&layer.w_gate, Target::Gate, &h)?)?;
+        let h = norm(&layer.ffn_norm, &x)?;
+        let gate = linear(&layer.w_gate, Target::Gate, &h)?;
         let up = linear(&layer.w_up, Target::Up, &h)?;
-        x + linear(&layer.w_down, Target::Down, &(gate * up)?)?
-    }
-
-    /// Scaled dot-product attention of `q` (b, heads, L, d) over `k`, `v` (b, kv_heads, T, d),
-    /// with grouped-query heads shared; returns (b, L, heads · d).
-    fn attend(
-        &self,
-        q: &Tensor,
-        k: Tensor,
-        v: Tensor,
-        mask: &Tensor,
-    ) -> candle_core::Result<Tensor> {
-        let c = &self.config;
-        let (b, _, len, _) = q.dims4()?;
-        let repeat = c.num_heads / c.num_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, repeat)?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, repeat)?.contiguous()?;
-        let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?;
-        let weights = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?;
-        weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, len, c.hidden_size))
+        x + linear(&layer.w_down, Target::Down, &fused::swiglu(&gate, &up)?)?
     }
 }
 
@@ -578,12 +553,11 @@ pub struct Step<'a> {
     pub adapter: Option<&'a LoraAdapter>,
 }
 
-/// What a training pass threads through every block: RoPE tables `(b, L, d/2)` (each packed
-/// example restarts at 0), a block-diagonal causal mask, one adapter and its dropout.
+/// What a training pass threads through every block: each token's RoPE angles (each packed
+/// example restarts at 0), which tokens see which, one adapter and its dropout.
 struct TrainPass<'a> {
-    cos: Tensor,
-    sin: Tensor,
-    mask: Tensor,
+    rope: Arc<fused::RopeRows>,
+    attention: Arc<fused::AttentionShape>,
     adapter: &'a LoraAdapter,
     dropout: &'a Dropout,
 }
@@ -637,39 +611,6 @@ impl Dropout {
         self.state.set(state);
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
-}
-
-/// Interleaved RoPE with a table row per token: `x` is (b, heads, seq, d), `cos`/`sin` are
-/// (b, seq, d/2). Pairs (2i, 2i+1) rotate by the token's angle i.
-fn rope_per_token(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    let (b, heads, seq, d) = x.dims4()?;
-    let cos = cos.reshape((b, 1, seq, d / 2, 1))?;
-    let sin = sin.reshape((b, 1, seq, d / 2, 1))?;
-    let pairs = x.reshape((b, heads, seq, d / 2, 2))?;
-    let even = pairs.narrow(4, 0, 1)?;
-    let odd = pairs.narrow(4, 1, 1)?;
-    let rotated_even = (even.broadcast_mul(&cos)? - odd.broadcast_mul(&sin)?)?;
-    let rotated_odd = (even.broadcast_mul(&sin)? + odd.broadcast_mul(&cos)?)?;
-    Tensor::cat(&[rotated_even, rotated_odd], 4)?.reshape((b, heads, seq, d))
-}
-
-/// Additive attention mask of a packed batch: (b, 1, L, L), causal within each example. A
-/// large finite negative rather than −∞ keeps the backward pass free of `0 · ∞`.
-fn packed_mask(batch: &TrainBatch, device: &Device) -> candle_core::Result<Tensor> {
-    let len = batch.len;
-    let mut mask = vec![0f32; batch.rows * len * len];
-    for row in 0..batch.rows {
-        let segments = &batch.segments[row * len..(row + 1) * len];
-        for i in 0..len {
-            for j in 0..len {
-                let visible = j == i || (j < i && segments[j] == segments[i]);
-                if !visible {
-                    mask[(row * len + i) * len + j] = -1e9;
-                }
-            }
-        }
-    }
-    Tensor::from_vec(mask, (batch.rows, 1, len, len), device)
 }
 
 /// Q5_0 and Q5_1 have neither a kernel here nor a SIMD one in candle. With

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{D, Tensor, Var};
+use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::LlmError;
@@ -385,9 +385,7 @@ pub(crate) fn rows_loss(
         let logits = model
             .project_to_vocab(&chosen)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = Tensor::new(targets.as_slice(), device)?.unsqueeze(1)?;
-        log_probs.gather(&targets, 1)?.sum_all()?.neg()
+        crate::model::fused::cross_entropy_sum(&logits, &targets)
     };
     Ok((compute().map_err(candle)?, count))
 }

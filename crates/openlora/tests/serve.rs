@@ -732,3 +732,132 @@ fn requests_are_admitted_by_the_meter_before_compute_and_charged_what_they_used(
     assert!(error["error"]["message"].as_str().unwrap().contains("wei"));
     assert_eq!(steps(), before);
 }
+
+/// The soft limit on open files raised to the hard limit (a thousand clients and their
+/// server-side sockets need ~2,100).
+fn raise_open_file_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: plain getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A thousand clients at once, a tenth of them hanging up right after sending, some asking
+/// for an adapter whose weights file is corrupt: every client that stays gets an answer (the
+/// corrupt adapter an OpenAI-shaped error naming the problem), the server keeps serving, and
+/// afterwards nothing is running and every KV block is free.
+#[test]
+fn a_thousand_concurrent_clients_some_vanishing_some_hitting_a_corrupt_adapter() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_open_file_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(tiny_model(&TinyConfig::default()));
+    let good = adapter_dir(&model, dir.path(), "good", 4, &[Target::Q, Target::V], 5);
+    let broken = adapter_dir(&model, dir.path(), "broken", 4, &[Target::Q, Target::V], 6);
+    let weights = broken.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let server = serve(
+        model,
+        vec![("good".into(), good), ("broken".into(), broken)],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let clients = tokio::runtime::Runtime::new().unwrap();
+    let outcomes: Vec<(usize, Option<String>)> = clients.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..1000usize {
+            let addr = addr.clone();
+            tasks.push(tokio::spawn(async move {
+                let model = match i % 50 {
+                    0 => "broken",
+                    n if n % 2 == 0 => "good",
+                    _ => "tiny",
+                };
+                let body = format!(
+                    r#"{{"model": "{model}", "messages": [{{"role": "user", "content": "the"}}], "max_tokens": 2, "temperature": 0}}"#
+                );
+                let request = format!(
+                    "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                stream.write_all(request.as_bytes()).await.unwrap();
+                if i % 10 == 3 {
+                    // Hangs up without reading the answer.
+                    return (i, None);
+                }
+                let mut response = String::new();
+                stream.read_to_string(&mut response).await.unwrap();
+                (i, Some(response))
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        outcomes
+    });
+    let mut answered = 0;
+    for (i, response) in outcomes {
+        let Some(response) = response else { continue };
+        if i % 50 == 0 {
+            assert!(
+                !response.starts_with("HTTP/1.1 200"),
+                "the corrupt adapter was served: {response}"
+            );
+            assert!(
+                response.contains("\"error\"") && response.contains("adapter_model.safetensors"),
+                "client {i}: {response}"
+            );
+        } else {
+            assert!(
+                response.starts_with("HTTP/1.1 200"),
+                "client {i}: {response}"
+            );
+            assert!(
+                response.contains("chat.completion"),
+                "client {i}: {response}"
+            );
+            answered += 1;
+        }
+    }
+    assert!(answered >= 850, "{answered}");
+    // Still serving, and nothing left running or holding KV memory.
+    let metric = |name: &str| -> f64 {
+        let text = ureq::get(format!("{}/metrics", server.url))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric("openlora_running_sequences") != 0.0
+        || metric("openlora_kv_blocks_used") != 0.0
+        || metric("openlora_queue_depth") != 0.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine did not drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, text) = post(
+        &format!("{}/v1/chat/completions", server.url),
+        r#"{"model": "good", "messages": [{"role": "user", "content": "the"}], "max_tokens": 2}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+}
