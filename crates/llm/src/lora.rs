@@ -404,22 +404,11 @@ impl LoraAdapter {
             .is_some_and(|p| p[target.index()].is_some())
     }
 
-    /// `s · (x · Aᵀ) · Bᵀ` for `target` of `layer`, if the adapter touches it.
-    pub(crate) fn delta(
-        &self,
-        layer: usize,
-        target: Target,
-        x: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let Some(pair) = self
-            .layers
+    /// The pair on `target` of `layer`, if the adapter has one.
+    pub(crate) fn pair(&self, layer: usize, target: Target) -> Option<&LoraPair> {
+        self.layers
             .get(layer)
             .and_then(|p| p[target.index()].as_ref())
-        else {
-            return Ok(None);
-        };
-        let low = x.broadcast_matmul(&pair.a_t)?;
-        Ok(Some((low.broadcast_matmul(&pair.b_t)? * self.scale)?))
     }
 }
 

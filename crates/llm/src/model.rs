@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{Device, Tensor};
 
 use openledger_kernels::{Format, QMatrix};
 
@@ -427,7 +427,7 @@ impl Llama {
 
     /// Logits of hidden states (`(n, hidden)` → `(n, vocab)`), differentiable.
     pub fn project_to_vocab(&self, hidden: &Tensor) -> Result<Tensor, LlmError> {
-        frozen_linear(&self.output, hidden).map_err(candle)
+        frozen_linear(&self.output, hidden, None).map_err(candle)
     }
 
     /// One transformer block over a batch of packed rows, through differentiable operations
@@ -449,18 +449,13 @@ impl Llama {
         } = pass;
         // W·x, plus s·B·A·x where the adapter has a pair on this layer.
         let linear = |w: &Linear, target: Target, x: &Tensor| -> candle_core::Result<Tensor> {
-            let base = frozen_linear(w, x)?;
-            let dropped;
-            let lora_input = if dropout.p > 0.0 && adapter.touches(index, target) {
-                dropped = dropout.apply(x)?;
-                &dropped
-            } else {
-                x
-            };
-            match adapter.delta(index, target, lora_input)? {
-                Some(delta) => base + delta,
-                None => Ok(base),
-            }
+            let branch = adapter.pair(index, target).map(|pair| fused::LoraBranch {
+                a_t: &pair.a_t,
+                b_t: &pair.b_t,
+                scale: adapter.scale() as f32,
+                mask: (dropout.p > 0.0).then(|| dropout.mask(x.elem_count())),
+            });
+            frozen_linear(w, x, branch)
         };
         let norm = |w: &Tensor, x: &Tensor| fused::rms_norm(x, &Arc::new(w.to_vec1()?), eps);
         let h = norm(&layer.attn_norm, x)?;
@@ -477,67 +472,16 @@ impl Llama {
     }
 }
 
-/// `x · Wᵀ` for training, with a backward pass that yields only `∂x = ∂y · W`.
-///
-/// candle's matmul backward also computes the weight's gradient: for frozen base weights that
-/// is a weight-sized tensor per layer per step that nobody reads (a third of the arithmetic,
-/// and most of the memory, of a LoRA step). Inputs of any rank are run as one 2-D matmul.
-struct FrozenLinear {
-    /// (out, in), contiguous.
-    w: Tensor,
-}
-
-impl candle_core::CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let dims = layout.dims();
-        let input = *dims.last().unwrap_or(&1);
-        let rows = layout.shape().elem_count() / input.max(1);
-        let data = storage.as_slice::<f32>()?;
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear needs a contiguous input");
-        };
-        let x = Tensor::from_slice(&data[start..end], (rows, input), &Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
-        let (out, _) = y.storage_and_layout();
-        let candle_core::Storage::Cpu(out) = &*out else {
-            candle_core::bail!("frozen-linear runs on the CPU");
-        };
-        let mut shape = dims.to_vec();
-        if let Some(last) = shape.last_mut() {
-            *last = self.w.dim(0)?;
-        }
-        Ok((out.clone(), shape.into()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let out = self.w.dim(0)?;
-        let rows = grad.elem_count() / out;
-        let dx = grad.reshape((rows, out))?.matmul(&self.w)?;
-        Ok(Some(dx.reshape(arg.shape())?))
-    }
-}
-
-/// A frozen base layer in a training pass (dequantized weights only).
-fn frozen_linear(w: &Linear, x: &Tensor) -> candle_core::Result<Tensor> {
+/// A frozen base layer in a training pass (dequantized weights only), with the adapter's branch
+/// where there is one.
+fn frozen_linear(
+    w: &Linear,
+    x: &Tensor,
+    lora: Option<fused::LoraBranch>,
+) -> candle_core::Result<Tensor> {
     match w {
-        Linear::Candle(QMatMul::Tensor(w)) => {
-            x.contiguous()?.apply_op1(FrozenLinear { w: w.clone() })
-        }
-        Linear::Candle(other) => other.forward(x),
-        Linear::Kernel(_) => {
+        Linear::Candle(QMatMul::Tensor(w)) => fused::linear(x, w, lora),
+        Linear::Candle(_) | Linear::Kernel(_) => {
             candle_core::bail!("differentiable passes need dequantized weights")
         }
     }
@@ -595,11 +539,11 @@ impl Dropout {
         self.state.get()
     }
 
-    /// Zeroes each element with probability `p` and scales the rest by `1 / (1 − p)`.
-    fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// A mask of `len` elements: zero with probability `p`, `1 / (1 − p)` otherwise.
+    fn mask(&self, len: usize) -> Vec<f32> {
         let mut state = self.state.get();
         let keep = 1.0 / (1.0 - self.p) as f32;
-        let mask: Vec<f32> = (0..x.elem_count())
+        let mask: Vec<f32> = (0..len)
             .map(|_| {
                 if unit_interval(&mut state) < self.p {
                     0.0
@@ -609,7 +553,7 @@ impl Dropout {
             })
             .collect();
         self.state.set(state);
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
+        mask
     }
 }
 
