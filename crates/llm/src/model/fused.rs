@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Storage};
 use candle_core::{Result, Tensor, bail};
-use openledger_kernels::vector::{axpy, dot};
+use openledger_kernels::vector::dot;
 use rayon::prelude::*;
 
 /// A contiguous f32 tensor's values, borrowed for as long as this lives (`G` is the storage's
@@ -310,12 +310,16 @@ pub(crate) struct AttentionShape {
 }
 
 impl AttentionShape {
-    /// Positions token `i` of `row` attends to, in order.
-    fn visible(&self, row: usize, i: usize) -> impl Iterator<Item = usize> + '_ {
+    /// Whether token `i` of `row` sees token `j`.
+    fn sees(&self, row: usize, i: usize, j: usize) -> bool {
         let segments = &self.segments[row * self.len..(row + 1) * self.len];
-        (0..=i).filter(move |&j| segments[j] == segments[i])
+        j <= i && segments[j] == segments[i]
     }
 }
+
+/// Queries per block: a block's scores against the keys up to its last query are one product,
+/// so the causal mask wastes at most one block's worth of the (L, L) scores.
+const QUERY_BLOCK: usize = 64;
 
 /// Causal grouped-query attention of `q` `(rows, len, heads · d)` over `k`, `v`
 /// `(rows, len, kv_heads · d)`, returning `(rows, len, heads · d)`.
@@ -363,7 +367,7 @@ struct Attention {
     log_sums: Mutex<Vec<f32>>,
 }
 
-/// One (row, head) of the attention: where its vectors sit in the token-major buffers.
+/// One (row, head) of the attention, and the key/value head its group shares.
 #[derive(Clone, Copy)]
 struct Head {
     row: usize,
@@ -389,12 +393,56 @@ impl Attention {
             .collect()
     }
 
-    /// Token `i`'s vector of head `head` in a buffer of `count` heads per token.
-    fn at<'a>(&self, buffer: &'a [f32], h: Head, i: usize, head: usize, count: usize) -> &'a [f32] {
+    /// Tokens `tokens` of head `head` in a token-major buffer of `count` heads per token, as a
+    /// `(tokens, d)` matrix.
+    fn rows<'a>(
+        &self,
+        buffer: &'a [f32],
+        row: usize,
+        head: usize,
+        count: usize,
+        tokens: Range<usize>,
+    ) -> View<'a> {
         let d = self.shape.head_dim;
-        let at = ((h.row * self.shape.len + i) * count + head) * d;
-        &buffer[at..at + d]
+        let at = ((row * self.shape.len + tokens.start) * count + head) * d;
+        View {
+            data: &buffer[at..],
+            rows: tokens.len(),
+            cols: d,
+            row_stride: count * d,
+            col_stride: 1,
+        }
     }
+
+    /// Scaled scores of queries `block` against keys `0..block.end`, `(block, block.end)`
+    /// row-major, with the positions a query does not see set to −∞.
+    fn scores(&self, q: &[f32], k: &[f32], h: Head, block: &Range<usize>) -> Vec<f32> {
+        let s = &*self.shape;
+        let keys = block.end;
+        let mut scores = vec![0f32; block.len() * keys];
+        gemm_with(
+            &mut scores,
+            false,
+            self.scale(),
+            self.rows(q, h.row, h.head, s.heads, block.clone()),
+            self.rows(k, h.row, h.kv, s.kv_heads, 0..keys).t(),
+            false,
+        );
+        for (i, row) in block.clone().zip(scores.chunks_exact_mut(keys)) {
+            for (j, score) in row.iter_mut().enumerate() {
+                if !s.sees(h.row, i, j) {
+                    *score = f32::NEG_INFINITY;
+                }
+            }
+        }
+        scores
+    }
+}
+
+fn blocks(len: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..len)
+        .step_by(QUERY_BLOCK)
+        .map(move |start| start..(start + QUERY_BLOCK).min(len))
 }
 
 impl CustomOp3 for Attention {
@@ -413,42 +461,46 @@ impl CustomOp3 for Attention {
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
         let s = &*self.shape;
-        let (d, len, scale) = (s.head_dim, s.len, self.scale());
+        let (d, len) = (s.head_dim, s.len);
         // Each (row, head) is one task, writing its own (len, d) block and log-sums.
-        let blocks: Vec<(Vec<f32>, Vec<f32>)> = self
+        let outputs: Vec<(Vec<f32>, Vec<f32>)> = self
             .heads()
             .into_par_iter()
             .map(|h| {
                 let mut out = vec![0f32; len * d];
                 let mut log_sums = vec![0f32; len];
-                let mut scores = Vec::with_capacity(len);
-                for i in 0..len {
-                    let qi = self.at(q, h, i, h.head, s.heads);
-                    scores.clear();
-                    scores.extend(
-                        s.visible(h.row, i)
-                            .map(|j| (j, scale * dot(qi, self.at(k, h, j, h.kv, s.kv_heads)))),
-                    );
-                    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &(_, v)| m.max(v));
-                    let sum: f32 = scores.iter().map(|&(_, v)| (v - max).exp()).sum();
-                    let log_sum = max + sum.ln();
-                    log_sums[i] = log_sum;
-                    let oi = &mut out[i * d..(i + 1) * d];
-                    for &(j, v_score) in &scores {
-                        axpy(
-                            (v_score - log_sum).exp(),
-                            self.at(v, h, j, h.kv, s.kv_heads),
-                            oi,
-                        );
+                for block in blocks(len) {
+                    let keys = block.end;
+                    let mut p = self.scores(q, k, h, &block);
+                    for (i, row) in block.clone().zip(p.chunks_exact_mut(keys)) {
+                        // A token always sees itself, so the maximum is finite.
+                        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                        let mut sum = 0f32;
+                        for e in row.iter_mut() {
+                            *e = (*e - max).exp();
+                            sum += *e;
+                        }
+                        for e in row.iter_mut() {
+                            *e /= sum;
+                        }
+                        log_sums[i] = max + sum.ln();
                     }
+                    gemm_with(
+                        &mut out[block.start * d..block.end * d],
+                        false,
+                        1.0,
+                        View::new(&p, block.len(), keys),
+                        self.rows(v, h.row, h.kv, s.kv_heads, 0..keys),
+                        false,
+                    );
                 }
                 (out, log_sums)
             })
             .collect();
         let width = s.heads * d;
         let mut y = vec![0f32; s.rows * len * width];
-        let mut log_sums = Vec::with_capacity(blocks.len() * len);
-        for (h, (out, sums)) in self.heads().into_iter().zip(blocks) {
+        let mut log_sums = Vec::with_capacity(outputs.len() * len);
+        for (h, (out, sums)) in self.heads().into_iter().zip(outputs) {
             for i in 0..len {
                 let at = (h.row * len + i) * width + h.head * d;
                 y[at..at + d].copy_from_slice(&out[i * d..(i + 1) * d]);
@@ -459,10 +511,9 @@ impl CustomOp3 for Attention {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    /// With `p_ij = exp(score_ij − logsumexp_i)` and `D_i = ∂o_i · o_i`:
-    /// `∂v_j += p_ij ∂o_i`, `∂s_ij = p_ij (∂o_i · v_j − D_i)`, `∂q_i += scale ∂s_ij k_j`,
-    /// `∂k_j += scale ∂s_ij q_i`; key/value gradients of a group's heads are summed in head
-    /// order.
+    /// With `P = exp(S − logsumexp)` and `D_i = ∂o_i · o_i`: `∂S = P ⊙ (∂O · Vᵀ − D)`,
+    /// `∂Q = scale ∂S · K`, `∂K = scale ∂Sᵀ · Q`, `∂V = Pᵀ · ∂O`; key/value gradients of a
+    /// group's heads are summed in head order.
     fn bwd(
         &self,
         q: &Tensor,
@@ -487,7 +538,7 @@ impl CustomOp3 for Attention {
             bail!("fused attention's backward pass ran before its forward pass");
         }
         let heads = self.heads();
-        let blocks: Vec<[Vec<f32>; 3]> = heads
+        let grads: Vec<[Vec<f32>; 3]> = heads
             .par_iter()
             .enumerate()
             .map(|(task, &h)| {
@@ -496,20 +547,60 @@ impl CustomOp3 for Attention {
                     vec![0f32; len * d],
                     vec![0f32; len * d],
                 );
-                for i in 0..len {
-                    let qi = self.at(qs, h, i, h.head, s.heads);
-                    let doi = self.at(dos, h, i, h.head, s.heads);
-                    let big_d = dot(doi, self.at(os, h, i, h.head, s.heads));
-                    let log_sum = log_sums[task * len + i];
-                    for j in s.visible(h.row, i) {
-                        let kj = self.at(ks, h, j, h.kv, s.kv_heads);
-                        let vj = self.at(vs, h, j, h.kv, s.kv_heads);
-                        let p = (scale * dot(qi, kj) - log_sum).exp();
-                        axpy(p, doi, &mut dv[j * d..(j + 1) * d]);
-                        let ds = p * (dot(doi, vj) - big_d) * scale;
-                        axpy(ds, kj, &mut dq[i * d..(i + 1) * d]);
-                        axpy(ds, qi, &mut dk[j * d..(j + 1) * d]);
+                for block in blocks(len) {
+                    let keys = block.end;
+                    let d_out = self.rows(dos, h.row, h.head, s.heads, block.clone());
+                    let mut p = self.scores(qs, ks, h, &block);
+                    for (i, row) in block.clone().zip(p.chunks_exact_mut(keys)) {
+                        let log_sum = log_sums[task * len + i];
+                        for e in row.iter_mut() {
+                            *e = (*e - log_sum).exp();
+                        }
                     }
+                    let mut dp = vec![0f32; block.len() * keys];
+                    gemm_with(
+                        &mut dp,
+                        false,
+                        1.0,
+                        d_out,
+                        self.rows(vs, h.row, h.kv, s.kv_heads, 0..keys).t(),
+                        false,
+                    );
+                    for (i, (ds, p)) in block
+                        .clone()
+                        .zip(dp.chunks_exact_mut(keys).zip(p.chunks_exact(keys)))
+                    {
+                        let at = ((h.row * len + i) * s.heads + h.head) * d;
+                        let big_d = dot(&dos[at..at + d], &os[at..at + d]);
+                        for (ds, &p) in ds.iter_mut().zip(p) {
+                            *ds = p * (*ds - big_d) * scale;
+                        }
+                    }
+                    let ds = dp;
+                    gemm_with(
+                        &mut dq[block.start * d..block.end * d],
+                        false,
+                        1.0,
+                        View::new(&ds, block.len(), keys),
+                        self.rows(ks, h.row, h.kv, s.kv_heads, 0..keys),
+                        false,
+                    );
+                    gemm_with(
+                        &mut dk[..keys * d],
+                        true,
+                        1.0,
+                        View::new(&ds, block.len(), keys).t(),
+                        self.rows(qs, h.row, h.head, s.heads, block.clone()),
+                        false,
+                    );
+                    gemm_with(
+                        &mut dv[..keys * d],
+                        true,
+                        1.0,
+                        View::new(&p, block.len(), keys).t(),
+                        d_out,
+                        false,
+                    );
                 }
                 [dq, dk, dv]
             })
@@ -519,7 +610,7 @@ impl CustomOp3 for Attention {
         let mut dq = vec![0f32; s.rows * len * q_width];
         let mut dk = vec![0f32; s.rows * len * kv_width];
         let mut dv = vec![0f32; s.rows * len * kv_width];
-        for (h, [bq, bk, bv]) in heads.into_iter().zip(blocks) {
+        for (h, [bq, bk, bv]) in heads.into_iter().zip(grads) {
             for i in 0..len {
                 let token = h.row * len + i;
                 let block = i * d..(i + 1) * d;
@@ -555,11 +646,14 @@ pub(crate) fn cross_entropy_sum(logits: &Tensor, targets: &[u32]) -> Result<Tens
     }
     logits.contiguous()?.apply_op1(CrossEntropy {
         targets: targets.to_vec(),
+        log_sums: Mutex::new(Vec::new()),
     })
 }
 
 struct CrossEntropy {
     targets: Vec<u32>,
+    /// Each row's `logsumexp`, from the forward pass for the backward pass.
+    log_sums: Mutex<Vec<f64>>,
 }
 
 /// `logsumexp` of a row, summed in f64.
@@ -577,12 +671,14 @@ impl CustomOp1 for CrossEntropy {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let logits = slice(storage, layout)?;
         let vocab = logits.len() / self.targets.len().max(1);
-        let mut losses = vec![0f64; self.targets.len()];
-        losses.par_iter_mut().enumerate().for_each(|(i, loss)| {
-            let row = &logits[i * vocab..(i + 1) * vocab];
-            *loss = log_sum_exp(row) - f64::from(row[self.targets[i] as usize]);
-        });
-        let total: f64 = losses.iter().sum();
+        let log_sums: Vec<f64> = (0..self.targets.len())
+            .into_par_iter()
+            .map(|i| log_sum_exp(&logits[i * vocab..(i + 1) * vocab]))
+            .collect();
+        let total: f64 = (log_sums.iter().enumerate())
+            .map(|(i, lse)| lse - f64::from(logits[i * vocab + self.targets[i] as usize]))
+            .sum();
+        *self.log_sums.lock().unwrap_or_else(|e| e.into_inner()) = log_sums;
         Ok((CpuStorage::F32(vec![total as f32]), Shape::from(())))
     }
 
@@ -591,14 +687,18 @@ impl CustomOp1 for CrossEntropy {
         let values = Values::of(arg)?;
         let logits = values.f32()?;
         let vocab = logits.len() / self.targets.len().max(1);
+        let log_sums = self.log_sums.lock().unwrap_or_else(|e| e.into_inner());
+        if log_sums.len() != self.targets.len() {
+            bail!("the cross-entropy's backward pass ran before its forward pass");
+        }
         let mut out = vec![0f32; logits.len()];
         out.par_chunks_mut(vocab.max(1))
             .enumerate()
             .for_each(|(i, out)| {
                 let row = &logits[i * vocab..(i + 1) * vocab];
-                let lse = log_sum_exp(row);
+                let lse = log_sums[i] as f32;
                 for (o, &z) in out.iter_mut().zip(row) {
-                    *o = g * (f64::from(z) - lse).exp() as f32;
+                    *o = g * (z - lse).exp();
                 }
                 out[self.targets[i] as usize] -= g;
             });
@@ -652,6 +752,11 @@ impl<'a> View<'a> {
 /// crate's kernels (AVX-512 or AVX2, picked at run time) and rayon's threads. Going to `gemm`
 /// directly rather than through candle's matmul saves a copy of each input and output.
 fn gemm_into(out: &mut [f32], keep: bool, scale: f32, a: View, b: View) {
+    gemm_with(out, keep, scale, a, b, true);
+}
+
+/// [`gemm_into`], on this thread only where `parallel` is false (inside a parallel task).
+fn gemm_with(out: &mut [f32], keep: bool, scale: f32, a: View, b: View, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k && out.len() == m * n && a.in_bounds() && b.in_bounds(),
@@ -673,7 +778,7 @@ fn gemm_into(out: &mut [f32], keep: bool, scale: f32, a: View, b: View) {
     }
     // Splitting a small product costs more than it saves.
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * k >= 1 << 18 {
+    let parallelism = if parallel && threads > 1 && m * n * k >= 1 << 18 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -1077,9 +1182,19 @@ mod tests {
 
     #[test]
     fn attention_matches_masked_softmax_attention() {
-        let (rows, len, heads, kv_heads, d) = (2, 7, 4, 2, 8);
         // Row 0 packs two examples; row 1 is one example then two padding tokens.
-        let segments = vec![0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 9, 8];
+        let short = vec![0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 9, 8];
+        // Longer than a query block: examples of 50, 60 and 40 tokens in one row.
+        let long: Vec<u32> = (0..150u32)
+            .map(|i| u32::from(i >= 50) + u32::from(i >= 110))
+            .collect();
+        for (rows, len, segments) in [(2, 7, short), (1, 150, long)] {
+            attention_case(rows, len, segments);
+        }
+    }
+
+    fn attention_case(rows: usize, len: usize, segments: Vec<u32>) {
+        let (heads, kv_heads, d) = (4, 2, 8);
         let shape = Arc::new(AttentionShape {
             rows,
             len,
