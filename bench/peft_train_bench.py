@@ -3,9 +3,10 @@
 
 Usage: python bench/peft_train_bench.py '<json request>'
 The request (written by the Rust side) holds: model_dir (a Hugging Face directory exported by
-openledger), seq_len, steps, rank, threads, text. One warm-up step, then `steps` timed steps
-of forward + backward + AdamW on LoRA adapters of every linear layer, batch 1. Prints one JSON
-line: tokens_per_s, peak_rss_mib, torch, peft.
+openledger), seq_len, batch, steps, rank, targets (PEFT module names), threads, text. One
+warm-up step, then `steps` timed steps of forward + backward + AdamW on LoRA adapters of the
+target layers, `batch` sequences per step. Prints one JSON line: tokens_per_s, peak_rss_mib,
+torch, peft.
 """
 
 import json
@@ -35,7 +36,7 @@ def main():
         r=req["rank"],
         lora_alpha=2 * req["rank"],
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=req["targets"],
         task_type="CAUSAL_LM",
     )
     model = peft.get_peft_model(model, config)
@@ -43,7 +44,7 @@ def main():
     ids = []
     while len(ids) < req["seq_len"]:
         ids += tokenizer(req["text"])["input_ids"]
-    batch = torch.tensor([ids[: req["seq_len"]]])
+    batch = torch.tensor([ids[: req["seq_len"]]] * req["batch"])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():
@@ -58,7 +59,7 @@ def main():
         step()
     seconds = time.perf_counter() - start
     print(json.dumps({
-        "tokens_per_s": req["seq_len"] * req["steps"] / seconds,
+        "tokens_per_s": req["seq_len"] * req["batch"] * req["steps"] / seconds,
         "peak_rss_mib": peak_rss_mib(),
         "torch": torch.__version__,
         "peft": peft.__version__,

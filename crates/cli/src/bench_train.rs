@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use openledger_llm::lora::Target;
 use openledger_llm::train::{Example, Schedule, TrainConfig, Trainer};
 use openledger_llm::{DEFAULT_MODEL, Model, Weights};
 
@@ -21,6 +22,12 @@ pub struct TrainBenchArgs {
     /// Tokens per sequence (one sequence per step).
     #[arg(long, default_value_t = 256)]
     pub seq_len: usize,
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// LoRA target layers: `all` (q, k, v, o, gate, up, down) or `attention` (q, k, v, o).
+    #[arg(long, default_value = "all", value_parser = ["all", "attention"])]
+    pub targets: String,
     /// Timed optimizer steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: u64,
@@ -39,9 +46,18 @@ const TEXT: &str = "Datanets are community-run collections of rows: people contr
     whose data shaped the answers. ";
 
 pub fn run(args: TrainBenchArgs) -> Result<()> {
-    if args.seq_len < 8 || args.steps == 0 {
-        bail!("--seq-len must be at least 8 and --steps at least 1");
+    if args.seq_len < 8 || args.steps == 0 || args.batch == 0 {
+        bail!("--seq-len must be at least 8, and --steps and --batch at least 1");
     }
+    let targets: Vec<String> = match args.targets.as_str() {
+        "attention" => ["q_proj", "k_proj", "v_proj", "o_proj"]
+            .map(String::from)
+            .to_vec(),
+        _ => Target::ALL
+            .iter()
+            .map(|t| t.peft_name().to_string())
+            .collect(),
+    };
     let path = resolve(&args.store.store(), &args.model)?;
     let model = Model::load_with(&path, Weights::Dequantized)?;
     let mut tokens = Vec::new();
@@ -61,14 +77,16 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
         schedule: Schedule::Constant,
         warmup_steps: 0,
         max_steps: Some(args.steps + 1),
-        micro_batch: 1,
+        targets: targets.clone(),
+        micro_batch: args.batch,
         grad_accum: 1,
         seq_len: args.seq_len,
         eval_every: 0,
         checkpoint_every: 0,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&model.llama, config, &[example], &[])?;
+    let examples = vec![example; args.batch];
+    let mut trainer = Trainer::new(&model.llama, config, &examples, &[])?;
     let mut started = None;
     trainer.run(None, |_| {
         // The first step warms caches and allocators; time the rest.
@@ -76,11 +94,15 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
         true
     })?;
     let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    let ours = (args.seq_len as u64 * args.steps) as f64 / seconds;
+    let ours = (args.seq_len * args.batch) as f64 * args.steps as f64 / seconds;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "LoRA training, {} (all linear layers, rank {}), {} tokens per step, {threads} threads",
-        args.model, args.rank, args.seq_len
+        "LoRA training, {} (LoRA on {}, rank {}), {} sequence(s) of {} tokens per step, {threads} threads",
+        args.model,
+        targets.join(","),
+        args.rank,
+        args.batch,
+        args.seq_len
     );
     println!("| engine | tokens/s | peak RSS MiB |");
     println!("|---|---|---|");
@@ -101,6 +123,8 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
     let request = serde_json::json!({
         "model_dir": dir.path(),
         "seq_len": args.seq_len,
+        "batch": args.batch,
+        "targets": targets,
         "steps": args.steps,
         "rank": args.rank,
         "threads": threads,

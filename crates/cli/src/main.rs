@@ -128,7 +128,23 @@ fn keep_freed_memory() {
     }
 }
 
+/// candle runs its elementwise operations on a spinning pool of its own beside rayon's (which
+/// runs the matrix products and the fused training operations). The tensors those operations
+/// see here (a training step's residual adds and gradient sums) are too small to be worth
+/// splitting, and on few cores the pool's spinning takes time from rayon's workers: one thread
+/// makes LoRA training ~5 % faster. An explicit `CANDLE_NUM_THREADS` still wins.
+fn keep_candle_elementwise_inline() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        #[allow(unsafe_code)]
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe {
+            std::env::set_var("CANDLE_NUM_THREADS", "1")
+        };
+    }
+}
+
 fn main() -> ExitCode {
+    keep_candle_elementwise_inline();
     keep_freed_memory();
     let cli = Cli::parse();
     tracing_subscriber::fmt()

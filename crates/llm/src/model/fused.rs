@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Storage};
 use candle_core::{Result, Tensor, bail};
-use openledger_kernels::vector::dot;
+use openledger_kernels::vector::{dot, exp};
 use rayon::prelude::*;
 
 /// A contiguous f32 tensor's values, borrowed for as long as this lives (`G` is the storage's
@@ -151,8 +151,11 @@ pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 struct SwiGlu;
 
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+/// `e^−v` of every element (`σ(v) = 1 / (1 + e^−v)`).
+fn exp_of_negated(v: &[f32]) -> Vec<f32> {
+    let mut e: Vec<f32> = v.iter().map(|v| -v).collect();
+    exp(&mut e);
+    e
 }
 
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
@@ -175,8 +178,9 @@ impl CustomOp2 for SwiGlu {
             .zip(gate.par_chunks(ELEMENTS_PER_TASK))
             .zip(up.par_chunks(ELEMENTS_PER_TASK))
             .for_each(|((y, gate), up)| {
-                for ((y, &g), &u) in y.iter_mut().zip(gate).zip(up) {
-                    *y = g * sigmoid(g) * u;
+                let e = exp_of_negated(gate);
+                for (((y, &g), &u), &e) in y.iter_mut().zip(gate).zip(up).zip(&e) {
+                    *y = g * u / (1.0 + e);
                 }
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -202,9 +206,10 @@ impl CustomOp2 for SwiGlu {
             .enumerate()
             .for_each(|(t, (d_gate, d_up))| {
                 let at = t * ELEMENTS_PER_TASK;
+                let e = exp_of_negated(&g[at..at + d_gate.len()]);
                 for i in 0..d_gate.len() {
                     let (g, u, dy) = (g[at + i], u[at + i], dy[at + i]);
-                    let s = sigmoid(g);
+                    let s = 1.0 / (1.0 + e[i]);
                     d_gate[i] = dy * u * s * (1.0 + g * (1.0 - s));
                     d_up[i] = dy * g * s;
                 }
@@ -475,11 +480,11 @@ impl CustomOp3 for Attention {
                     for (i, row) in block.clone().zip(p.chunks_exact_mut(keys)) {
                         // A token always sees itself, so the maximum is finite.
                         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                        let mut sum = 0f32;
                         for e in row.iter_mut() {
-                            *e = (*e - max).exp();
-                            sum += *e;
+                            *e -= max;
                         }
+                        exp(row);
+                        let sum: f32 = row.iter().sum();
                         for e in row.iter_mut() {
                             *e /= sum;
                         }
@@ -554,8 +559,9 @@ impl CustomOp3 for Attention {
                     for (i, row) in block.clone().zip(p.chunks_exact_mut(keys)) {
                         let log_sum = log_sums[task * len + i];
                         for e in row.iter_mut() {
-                            *e = (*e - log_sum).exp();
+                            *e -= log_sum;
                         }
+                        exp(row);
                     }
                     let mut dp = vec![0f32; block.len() * keys];
                     gemm_with(
@@ -659,7 +665,9 @@ struct CrossEntropy {
 /// `logsumexp` of a row, summed in f64.
 fn log_sum_exp(row: &[f32]) -> f64 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
+    let mut e: Vec<f32> = row.iter().map(|v| v - max).collect();
+    exp(&mut e);
+    let sum: f64 = e.iter().map(|&v| f64::from(v)).sum();
     f64::from(max) + sum.ln()
 }
 
@@ -698,7 +706,11 @@ impl CustomOp1 for CrossEntropy {
                 let row = &logits[i * vocab..(i + 1) * vocab];
                 let lse = log_sums[i] as f32;
                 for (o, &z) in out.iter_mut().zip(row) {
-                    *o = g * (z - lse).exp();
+                    *o = z - lse;
+                }
+                exp(out);
+                for o in out.iter_mut() {
+                    *o *= g;
                 }
                 out[self.targets[i] as usize] -= g;
             });
