@@ -8,6 +8,11 @@ PY="$VENV/bin/python"
 if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV" >&2
 fi
+# On AMX-capable Intel CPUs llama.cpp's native build crashes in its AMX matmul path on the
+# first decode: build for AVX2/AVX-512 explicitly there, AMX off.
+if [ -z "${CMAKE_ARGS:-}" ] && grep -q ' amx_tile' /proc/cpuinfo; then
+  export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+fi
 if ! "$PY" -c 'import llama_cpp, numpy' 2>/dev/null; then
   CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
     "$PY" -m pip install --quiet --no-binary llama-cpp-python 'llama-cpp-python==0.3.36' numpy >&2
