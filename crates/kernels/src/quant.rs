@@ -164,12 +164,15 @@ impl QMatrix {
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             #[allow(unsafe_code)]
-            // SAFETY: AVX2, FMA and F16C were detected at run time.
+            // SAFETY: AVX2, FMA and F16C were detected at run time, and AVX-VNNI where `vnni`.
             unsafe {
-                match self.format {
-                    Format::Q4_0 => x86::dot_rows::<0>(self, range, acts, out),
-                    Format::Q4_1 => x86::dot_rows::<1>(self, range, acts, out),
-                    Format::Q8_0 => x86::dot_rows::<2>(self, range, acts, out),
+                match (vnni(), self.format) {
+                    (false, Format::Q4_0) => x86::avx2::dot_rows::<0>(self, range, acts, out),
+                    (false, Format::Q4_1) => x86::avx2::dot_rows::<1>(self, range, acts, out),
+                    (false, Format::Q8_0) => x86::avx2::dot_rows::<2>(self, range, acts, out),
+                    (true, Format::Q4_0) => x86::vnni::dot_rows::<0>(self, range, acts, out),
+                    (true, Format::Q4_1) => x86::vnni::dot_rows::<1>(self, range, acts, out),
+                    (true, Format::Q8_0) => x86::vnni::dot_rows::<2>(self, range, acts, out),
                 }
             }
             return;
@@ -195,6 +198,22 @@ pub fn avx2() -> bool {
                 && std::is_x86_feature_detected!("avx2")
                 && std::is_x86_feature_detected!("fma")
                 && std::is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the AVX-VNNI kernels run (on top of [`avx2`]); `OPENLEDGER_NO_VNNI=1` turns them off.
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static YES: OnceLock<bool> = OnceLock::new();
+        *YES.get_or_init(|| {
+            avx2()
+                && std::env::var_os("OPENLEDGER_NO_VNNI").is_none()
+                && std::is_x86_feature_detected!("avxvnni")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -369,131 +388,161 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Activation rows processed together: each weight block is unpacked once for all of them.
-    const TILE: usize = 4;
+    /// The block-dot kernels, compiled once per instruction set: `avx2` (AVX2 + FMA + F16C)
+    /// and `vnni` (adds AVX-VNNI's `vpdpbusd`, one instruction for the four-byte dot products
+    /// `maddubs` + `madd` take two for).
+    macro_rules! dot_kernels {
+        ($name:ident, $features:literal, $vnni:literal) => {
+            pub(super) mod $name {
+                use super::*;
 
-    /// `KIND`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (a const parameter so each format gets its own
-    /// straight-line loop).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_rows<const KIND: u8>(
-        w: &QMatrix,
-        range: std::ops::Range<usize>,
-        acts: &Activations,
-        out: &Out<'_>,
-    ) {
-        let n = acts.rows();
-        let mut i = 0;
-        while i < n {
-            let take = (n - i).min(TILE);
-            // Several weight rows at once give the CPU independent accumulator chains (a
-            // single row's chain is latency-bound); fewer when many activation rows already do.
-            let step = if take == 1 { 4 } else { 2 };
-            let mut r = range.start;
-            while r < range.end {
-                let wide = range.end - r >= step;
-                // SAFETY: same target features as this function.
-                unsafe {
-                    match (take, wide, step) {
-                        (1, true, _) => tile::<KIND, 4, 1>(w, acts, i, r, out),
-                        (1, false, _) => tile::<KIND, 1, 1>(w, acts, i, r, out),
-                        (2, true, _) => tile::<KIND, 2, 2>(w, acts, i, r, out),
-                        (2, false, _) => tile::<KIND, 1, 2>(w, acts, i, r, out),
-                        (3, true, _) => tile::<KIND, 2, 3>(w, acts, i, r, out),
-                        (3, false, _) => tile::<KIND, 1, 3>(w, acts, i, r, out),
-                        (_, true, _) => tile::<KIND, 2, 4>(w, acts, i, r, out),
-                        (_, false, _) => tile::<KIND, 1, 4>(w, acts, i, r, out),
+                /// Activation rows processed together: each weight block is unpacked once for all of them.
+                const TILE: usize = 4;
+
+                /// `KIND`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (a const parameter so each format gets its own
+                /// straight-line loop).
+                #[target_feature(enable = $features)]
+                pub(in super::super) unsafe fn dot_rows<const KIND: u8>(
+                    w: &QMatrix,
+                    range: std::ops::Range<usize>,
+                    acts: &Activations,
+                    out: &Out<'_>,
+                ) {
+                    let n = acts.rows();
+                    let mut i = 0;
+                    while i < n {
+                        let take = (n - i).min(TILE);
+                        // Several weight rows at once give the CPU independent accumulator chains (a
+                        // single row's chain is latency-bound); fewer when many activation rows already do.
+                        let step = if take == 1 { 4 } else { 2 };
+                        let mut r = range.start;
+                        while r < range.end {
+                            let wide = range.end - r >= step;
+                            // SAFETY: same target features as this function.
+                            unsafe {
+                                match (take, wide, step) {
+                                    (1, true, _) => tile::<KIND, 4, 1>(w, acts, i, r, out),
+                                    (1, false, _) => tile::<KIND, 1, 1>(w, acts, i, r, out),
+                                    (2, true, _) => tile::<KIND, 2, 2>(w, acts, i, r, out),
+                                    (2, false, _) => tile::<KIND, 1, 2>(w, acts, i, r, out),
+                                    (3, true, _) => tile::<KIND, 2, 3>(w, acts, i, r, out),
+                                    (3, false, _) => tile::<KIND, 1, 3>(w, acts, i, r, out),
+                                    (_, true, _) => tile::<KIND, 2, 4>(w, acts, i, r, out),
+                                    (_, false, _) => tile::<KIND, 1, 4>(w, acts, i, r, out),
+                                }
+                            }
+                            r += if wide { step } else { 1 };
+                        }
+                        i += take;
                     }
                 }
-                r += if wide { step } else { 1 };
-            }
-            i += take;
-        }
-    }
 
-    /// Weight rows `r..r + WR` against activation rows `first..first + R`. Each (weight row,
-    /// activation row) pair has its own accumulators, updated block by block in the same
-    /// order whatever `WR` and `R` are.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn tile<const KIND: u8, const WR: usize, const R: usize>(
-        w: &QMatrix,
-        acts: &Activations,
-        first: usize,
-        r: usize,
-        out: &Out<'_>,
-    ) {
-        let blocks = acts.cols / BLOCK;
-        // Plain loops rather than `array::from_fn`, which is not inlined into this
-        // target-feature function and cost a call per tile.
-        let per_row = acts.cols / BLOCK;
-        let mut a = [std::ptr::null::<ActBlock>(); R];
-        for k in 0..R {
-            a[k] = acts.blocks[(first + k) * per_row..].as_ptr();
-        }
-        let row_bytes = w.row_bytes();
-        let mut rows = [std::ptr::null::<u8>(); WR];
-        for j in 0..WR {
-            rows[j] = w.bytes[(r + j) * row_bytes..].as_ptr();
-        }
-        let mut acc = [[_mm256_setzero_ps(); R]; WR];
-        let mut offset = [[0f32; R]; WR];
-        let low = _mm_set1_epi8(0x0F);
-        let ones = _mm256_set1_epi16(1);
-        let bb = match KIND {
-            0 => 18,
-            1 => 20,
-            _ => 34,
-        };
-        for b in 0..blocks {
-            let mut unpacked = [_mm256_setzero_si256(); WR];
-            let mut d = [0f32; WR];
-            let mut m = [0f32; WR];
-            for j in 0..WR {
-                // SAFETY (all reads here): each row holds `blocks` blocks of `bb` bytes.
-                let p = unsafe { rows[j].add(b * bb) };
-                d[j] = f16_at(unsafe { p.cast::<u16>().read_unaligned() });
-                unpacked[j] = match KIND {
-                    0 | 1 => {
-                        let qs = if KIND == 1 {
-                            m[j] = f16_at(unsafe { p.add(2).cast::<u16>().read_unaligned() });
-                            unsafe { p.add(4) }
-                        } else {
-                            m[j] = -8.0 * d[j];
-                            unsafe { p.add(2) }
-                        };
-                        let raw = unsafe { _mm_loadu_si128(qs.cast()) };
-                        let lo = _mm_and_si128(raw, low);
-                        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
-                        _mm256_set_m128i(hi, lo)
+                /// Weight rows `r..r + WR` against activation rows `first..first + R`. Each (weight row,
+                /// activation row) pair has its own accumulators, updated block by block in the same
+                /// order whatever `WR` and `R` are.
+                #[target_feature(enable = $features)]
+                #[inline]
+                unsafe fn tile<const KIND: u8, const WR: usize, const R: usize>(
+                    w: &QMatrix,
+                    acts: &Activations,
+                    first: usize,
+                    r: usize,
+                    out: &Out<'_>,
+                ) {
+                    let blocks = acts.cols / BLOCK;
+                    // Plain loops rather than `array::from_fn`, which is not inlined into this
+                    // target-feature function and cost a call per tile.
+                    let per_row = acts.cols / BLOCK;
+                    let mut a = [std::ptr::null::<ActBlock>(); R];
+                    for k in 0..R {
+                        a[k] = acts.blocks[(first + k) * per_row..].as_ptr();
                     }
-                    _ => unsafe { _mm256_loadu_si256(p.add(2).cast()) },
-                };
-            }
-            for k in 0..R {
-                // SAFETY: row `first + k` holds `blocks` activation blocks.
-                let ab = unsafe { &*a[k].add(b) };
-                let q = unsafe { _mm256_loadu_si256(ab.q.as_ptr().cast()) };
-                for j in 0..WR {
-                    let pairs = if KIND == 2 {
-                        let magnitude = _mm256_sign_epi8(unpacked[j], unpacked[j]);
-                        _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(q, unpacked[j]))
-                    } else {
-                        _mm256_maddubs_epi16(unpacked[j], q)
+                    let row_bytes = w.row_bytes();
+                    let mut rows = [std::ptr::null::<u8>(); WR];
+                    for j in 0..WR {
+                        rows[j] = w.bytes[(r + j) * row_bytes..].as_ptr();
+                    }
+                    let mut acc = [[_mm256_setzero_ps(); R]; WR];
+                    let mut offset = [[0f32; R]; WR];
+                    let low = _mm_set1_epi8(0x0F);
+                    let ones = _mm256_set1_epi16(1);
+                    let bb = match KIND {
+                        0 => 18,
+                        1 => 20,
+                        _ => 34,
                     };
-                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-                    acc[j][k] = _mm256_fmadd_ps(sums, _mm256_set1_ps(d[j] * ab.d), acc[j][k]);
-                    if KIND != 2 {
-                        offset[j][k] += m[j] * ab.s;
+                    for b in 0..blocks {
+                        let mut unpacked = [_mm256_setzero_si256(); WR];
+                        let mut d = [0f32; WR];
+                        let mut m = [0f32; WR];
+                        for j in 0..WR {
+                            // SAFETY (all reads here): each row holds `blocks` blocks of `bb` bytes.
+                            let p = unsafe { rows[j].add(b * bb) };
+                            d[j] = f16_at(unsafe { p.cast::<u16>().read_unaligned() });
+                            unpacked[j] = match KIND {
+                                0 | 1 => {
+                                    let qs = if KIND == 1 {
+                                        m[j] = f16_at(unsafe {
+                                            p.add(2).cast::<u16>().read_unaligned()
+                                        });
+                                        unsafe { p.add(4) }
+                                    } else {
+                                        m[j] = -8.0 * d[j];
+                                        unsafe { p.add(2) }
+                                    };
+                                    let raw = unsafe { _mm_loadu_si128(qs.cast()) };
+                                    let lo = _mm_and_si128(raw, low);
+                                    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
+                                    _mm256_set_m128i(hi, lo)
+                                }
+                                _ => unsafe { _mm256_loadu_si256(p.add(2).cast()) },
+                            };
+                        }
+                        for k in 0..R {
+                            // SAFETY: row `first + k` holds `blocks` activation blocks.
+                            let ab = unsafe { &*a[k].add(b) };
+                            let q = unsafe { _mm256_loadu_si256(ab.q.as_ptr().cast()) };
+                            for j in 0..WR {
+                                // Unsigned × signed bytes: Q8_0's signed weights as magnitude × moved sign.
+                                let (u, v) = if KIND == 2 {
+                                    let magnitude = _mm256_sign_epi8(unpacked[j], unpacked[j]);
+                                    (magnitude, _mm256_sign_epi8(q, unpacked[j]))
+                                } else {
+                                    (unpacked[j], q)
+                                };
+                                // Each i32 lane sums bytes 4k..4k+4 either way, and no step saturates
+                                // (|u·v| ≤ 128·127), so both give the same integers.
+                                let ints = if $vnni {
+                                    // SAFETY: reached only in the `vnni` build, where AVX-VNNI
+                                    // is enabled and was detected.
+                                    #[allow(unused_unsafe)]
+                                    unsafe {
+                                        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, v)
+                                    }
+                                } else {
+                                    _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)
+                                };
+                                let sums = _mm256_cvtepi32_ps(ints);
+                                acc[j][k] =
+                                    _mm256_fmadd_ps(sums, _mm256_set1_ps(d[j] * ab.d), acc[j][k]);
+                                if KIND != 2 {
+                                    offset[j][k] += m[j] * ab.s;
+                                }
+                            }
+                        }
+                    }
+                    for j in 0..WR {
+                        for k in 0..R {
+                            out.set(first + k, r + j, hsum(acc[j][k]) + offset[j][k]);
+                        }
                     }
                 }
             }
-        }
-        for j in 0..WR {
-            for k in 0..R {
-                out.set(first + k, r + j, hsum(acc[j][k]) + offset[j][k]);
-            }
-        }
+        };
     }
+
+    dot_kernels!(avx2, "avx2,fma,f16c", false);
+    dot_kernels!(vnni, "avx2,fma,f16c,avxvnni", true);
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn quantize_block(x: &[f32]) -> ActBlock {
@@ -640,6 +689,39 @@ mod tests {
                     (s - p).abs() <= 1e-4 * (1.0 + p.abs()),
                     "{format:?}: {s} vs {p}"
                 );
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_vnni_kernels_give_the_avx2_kernels_bits() {
+        if !(avx2() && std::is_x86_feature_detected!("avxvnni")) {
+            eprintln!("no AVX-VNNI on this CPU: nothing to compare");
+            return;
+        }
+        for format in FORMATS {
+            let w = random_matrix(format, 37, 576, 5);
+            for rows in [1, 2, 3, 4, 9] {
+                let (_, a) = activations(rows, 576, 6);
+                let mut with = [vec![0f32; rows * 37], vec![0f32; rows * 37]];
+                for (vnni, out) in with.iter_mut().enumerate() {
+                    let sink = Out::new(out, 37);
+                    // SAFETY: AVX2, FMA, F16C and AVX-VNNI were detected above.
+                    unsafe {
+                        match (vnni == 1, format) {
+                            (false, Format::Q4_0) => x86::avx2::dot_rows::<0>(&w, 0..37, &a, &sink),
+                            (false, Format::Q4_1) => x86::avx2::dot_rows::<1>(&w, 0..37, &a, &sink),
+                            (false, Format::Q8_0) => x86::avx2::dot_rows::<2>(&w, 0..37, &a, &sink),
+                            (true, Format::Q4_0) => x86::vnni::dot_rows::<0>(&w, 0..37, &a, &sink),
+                            (true, Format::Q4_1) => x86::vnni::dot_rows::<1>(&w, 0..37, &a, &sink),
+                            (true, Format::Q8_0) => x86::vnni::dot_rows::<2>(&w, 0..37, &a, &sink),
+                        }
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&with[0]), bits(&with[1]), "{format:?}, {rows} rows");
             }
         }
     }
