@@ -463,7 +463,8 @@ mod x86 {
                         rows[j] = w.bytes[(r + j) * row_bytes..].as_ptr();
                     }
                     let mut acc = [[_mm256_setzero_ps(); R]; WR];
-                    let mut offset = [[0f32; R]; WR];
+                    // Lane 1 accumulates the Q4 formats' `m · s` offsets (lane 0 is unused).
+                    let mut offset = [[_mm_setzero_ps(); R]; WR];
                     let low = _mm_set1_epi8(0x0F);
                     let ones = _mm256_set1_epi16(1);
                     let bb = match KIND {
@@ -473,21 +474,22 @@ mod x86 {
                     };
                     for b in 0..blocks {
                         let mut unpacked = [_mm256_setzero_si256(); WR];
-                        let mut d = [0f32; WR];
-                        let mut m = [0f32; WR];
+                        // Each weight block's (d, m) as lanes 0 and 1, converted together: Q4_1
+                        // stores m right after d.
+                        let mut dm = [_mm_setzero_ps(); WR];
                         for j in 0..WR {
                             // SAFETY (all reads here): each row holds `blocks` blocks of `bb` bytes.
                             let p = unsafe { rows[j].add(b * bb) };
-                            d[j] = f16_at(unsafe { p.cast::<u16>().read_unaligned() });
                             unpacked[j] = match KIND {
                                 0 | 1 => {
                                     let qs = if KIND == 1 {
-                                        m[j] = f16_at(unsafe {
-                                            p.add(2).cast::<u16>().read_unaligned()
-                                        });
+                                        dm[j] = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
+                                            p.cast::<i32>().read_unaligned()
+                                        }));
                                         unsafe { p.add(4) }
                                     } else {
-                                        m[j] = -8.0 * d[j];
+                                        let d = f16_at(unsafe { p.cast::<u16>().read_unaligned() });
+                                        dm[j] = _mm_setr_ps(d, -8.0 * d, 0.0, 0.0);
                                         unsafe { p.add(2) }
                                     };
                                     let raw = unsafe { _mm_loadu_si128(qs.cast()) };
@@ -495,13 +497,18 @@ mod x86 {
                                     let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low);
                                     _mm256_set_m128i(hi, lo)
                                 }
-                                _ => unsafe { _mm256_loadu_si256(p.add(2).cast()) },
+                                _ => {
+                                    let d = f16_at(unsafe { p.cast::<u16>().read_unaligned() });
+                                    dm[j] = _mm_set_ss(d);
+                                    unsafe { _mm256_loadu_si256(p.add(2).cast()) }
+                                }
                             };
                         }
                         for k in 0..R {
                             // SAFETY: row `first + k` holds `blocks` activation blocks.
                             let ab = unsafe { &*a[k].add(b) };
                             let q = unsafe { _mm256_loadu_si256(ab.q.as_ptr().cast()) };
+                            let ds = _mm_setr_ps(ab.d, ab.s, 0.0, 0.0);
                             for j in 0..WR {
                                 // Unsigned × signed bytes: Q8_0's signed weights as magnitude × moved sign.
                                 let (u, v) = if KIND == 2 {
@@ -523,17 +530,24 @@ mod x86 {
                                     _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones)
                                 };
                                 let sums = _mm256_cvtepi32_ps(ints);
-                                acc[j][k] =
-                                    _mm256_fmadd_ps(sums, _mm256_set1_ps(d[j] * ab.d), acc[j][k]);
+                                // (d · a.d, m · a.s): the block's scale and offset at once.
+                                let scaled = _mm_mul_ps(dm[j], ds);
+                                acc[j][k] = _mm256_fmadd_ps(
+                                    sums,
+                                    _mm256_broadcastss_ps(scaled),
+                                    acc[j][k],
+                                );
                                 if KIND != 2 {
-                                    offset[j][k] += m[j] * ab.s;
+                                    offset[j][k] = _mm_add_ps(offset[j][k], scaled);
                                 }
                             }
                         }
                     }
                     for j in 0..WR {
                         for k in 0..R {
-                            out.set(first + k, r + j, hsum(acc[j][k]) + offset[j][k]);
+                            let o = offset[j][k];
+                            let m_s = _mm_cvtss_f32(_mm_shuffle_ps::<1>(o, o));
+                            out.set(first + k, r + j, hsum(acc[j][k]) + m_s);
                         }
                     }
                 }

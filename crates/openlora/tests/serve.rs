@@ -205,17 +205,18 @@ fn a_tenant_flooding_the_queue_does_not_make_another_wait_behind_it() {
     let tokens = prompt(&model, "the theme");
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::new();
+    let mut requests = Vec::new();
+    // Listeners first, then the eight submissions back to back: nothing slow (a thread start)
+    // sits between two submissions for the engine to finish a request in.
     for (i, tenant) in ["a", "a", "a", "a", "a", "a", "b", "b"].iter().enumerate() {
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        engine
-            .submit(Request {
-                tenant: Some(tenant.to_string()),
-                prompt: tokens.clone(),
-                params: greedy(16),
-                adapter: None,
-                events,
-            })
-            .unwrap();
+        requests.push(Request {
+            tenant: Some(tenant.to_string()),
+            prompt: tokens.clone(),
+            params: greedy(48),
+            adapter: None,
+            events,
+        });
         let done = done_tx.clone();
         threads.push(std::thread::spawn(move || {
             while let Some(event) = rx.blocking_recv() {
@@ -225,6 +226,9 @@ fn a_tenant_flooding_the_queue_does_not_make_another_wait_behind_it() {
             }
             done.send((i, tenant.to_string())).unwrap();
         }));
+    }
+    for request in requests {
+        engine.submit(request).unwrap();
     }
     drop(done_tx);
     let order: Vec<(usize, String)> = done_rx.iter().collect();
