@@ -532,11 +532,8 @@ mod x86 {
                                 let sums = _mm256_cvtepi32_ps(ints);
                                 // (d · a.d, m · a.s): the block's scale and offset at once.
                                 let scaled = _mm_mul_ps(dm[j], ds);
-                                acc[j][k] = _mm256_fmadd_ps(
-                                    sums,
-                                    _mm256_broadcastss_ps(scaled),
-                                    acc[j][k],
-                                );
+                                acc[j][k] =
+                                    _mm256_fmadd_ps(sums, _mm256_broadcastss_ps(scaled), acc[j][k]);
                                 if KIND != 2 {
                                     offset[j][k] = _mm_add_ps(offset[j][k], scaled);
                                 }
