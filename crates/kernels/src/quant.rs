@@ -166,14 +166,7 @@ impl QMatrix {
             #[allow(unsafe_code)]
             // SAFETY: AVX2, FMA and F16C were detected at run time, and AVX-VNNI where `vnni`.
             unsafe {
-                match (vnni(), self.format) {
-                    (false, Format::Q4_0) => x86::avx2::dot_rows::<0>(self, range, acts, out),
-                    (false, Format::Q4_1) => x86::avx2::dot_rows::<1>(self, range, acts, out),
-                    (false, Format::Q8_0) => x86::avx2::dot_rows::<2>(self, range, acts, out),
-                    (true, Format::Q4_0) => x86::vnni::dot_rows::<0>(self, range, acts, out),
-                    (true, Format::Q4_1) => x86::vnni::dot_rows::<1>(self, range, acts, out),
-                    (true, Format::Q8_0) => x86::vnni::dot_rows::<2>(self, range, acts, out),
-                }
+                x86::dot_rows(vnni(), self, range, acts, out)
             }
             return;
         }
@@ -402,7 +395,7 @@ mod x86 {
                 /// `KIND`: 0 = Q4_0, 1 = Q4_1, 2 = Q8_0 (a const parameter so each format gets its own
                 /// straight-line loop).
                 #[target_feature(enable = $features)]
-                pub(in super::super) unsafe fn dot_rows<const KIND: u8>(
+                pub(super) unsafe fn dot_rows<const KIND: u8>(
                     w: &QMatrix,
                     range: std::ops::Range<usize>,
                     acts: &Activations,
@@ -554,6 +547,30 @@ mod x86 {
 
     dot_kernels!(avx2, "avx2,fma,f16c", false);
     dot_kernels!(vnni, "avx2,fma,f16c,avxvnni", true);
+
+    /// The kernel for `w`'s format, from the VNNI build where `vnni`.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be present, and AVX-VNNI where `vnni`.
+    pub(super) unsafe fn dot_rows(
+        vnni: bool,
+        w: &QMatrix,
+        range: std::ops::Range<usize>,
+        acts: &Activations,
+        out: &Out<'_>,
+    ) {
+        // SAFETY: the caller vouches for the features.
+        unsafe {
+            match (vnni, w.format) {
+                (false, Format::Q4_0) => avx2::dot_rows::<0>(w, range, acts, out),
+                (false, Format::Q4_1) => avx2::dot_rows::<1>(w, range, acts, out),
+                (false, Format::Q8_0) => avx2::dot_rows::<2>(w, range, acts, out),
+                (true, Format::Q4_0) => vnni::dot_rows::<0>(w, range, acts, out),
+                (true, Format::Q4_1) => vnni::dot_rows::<1>(w, range, acts, out),
+                (true, Format::Q8_0) => vnni::dot_rows::<2>(w, range, acts, out),
+            }
+        }
+    }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn quantize_block(x: &[f32]) -> ActBlock {
@@ -720,16 +737,7 @@ mod tests {
                 for (vnni, out) in with.iter_mut().enumerate() {
                     let sink = Out::new(out, 37);
                     // SAFETY: AVX2, FMA, F16C and AVX-VNNI were detected above.
-                    unsafe {
-                        match (vnni == 1, format) {
-                            (false, Format::Q4_0) => x86::avx2::dot_rows::<0>(&w, 0..37, &a, &sink),
-                            (false, Format::Q4_1) => x86::avx2::dot_rows::<1>(&w, 0..37, &a, &sink),
-                            (false, Format::Q8_0) => x86::avx2::dot_rows::<2>(&w, 0..37, &a, &sink),
-                            (true, Format::Q4_0) => x86::vnni::dot_rows::<0>(&w, 0..37, &a, &sink),
-                            (true, Format::Q4_1) => x86::vnni::dot_rows::<1>(&w, 0..37, &a, &sink),
-                            (true, Format::Q8_0) => x86::vnni::dot_rows::<2>(&w, 0..37, &a, &sink),
-                        }
-                    }
+                    unsafe { x86::dot_rows(vnni == 1, &w, 0..37, &a, &sink) }
                 }
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&with[0]), bits(&with[1]), "{format:?}, {rows} rows");

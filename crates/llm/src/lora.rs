@@ -399,9 +399,7 @@ impl LoraAdapter {
 
     /// Whether the adapter has a pair on `target` of `layer`.
     pub fn touches(&self, layer: usize, target: Target) -> bool {
-        self.layers
-            .get(layer)
-            .is_some_and(|p| p[target.index()].is_some())
+        self.pair(layer, target).is_some()
     }
 
     /// The pair on `target` of `layer`, if the adapter has one.

@@ -954,16 +954,33 @@ impl LoraLinear {
         FrozenLinear { w: self.w.clone() }
     }
 
-    /// The branch's input: `x ⊙ mask`, or `x` itself without dropout.
-    fn dropped<'a>(&self, x: &'a [f32], scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        match &self.mask {
+    /// The branch's input `x_d` (`x ⊙ mask`, or `x` itself without dropout) and its low-rank
+    /// image `t = x_d · Aᵀ`, `(rows, r)`: both passes need them.
+    fn branch_input<'a>(
+        &self,
+        x: &'a [f32],
+        a_t: &[f32],
+        scratch: &'a mut Vec<f32>,
+    ) -> Result<(&'a [f32], Vec<f32>)> {
+        let (_, input) = self.w.dims2()?;
+        let (rows, r) = (x.len() / input.max(1), a_t.len() / input.max(1));
+        let xd = match &self.mask {
             None => x,
             Some(mask) => {
                 scratch.clear();
                 scratch.extend(x.iter().zip(mask).map(|(x, m)| x * m));
                 scratch
             }
-        }
+        };
+        let mut low = vec![0f32; rows * r];
+        gemm_into(
+            &mut low,
+            false,
+            1.0,
+            View::new(xd, rows, input),
+            View::new(a_t, input, r),
+        );
+        Ok((xd, low))
     }
 }
 
@@ -986,15 +1003,7 @@ impl CustomOp3 for LoraLinear {
         let (out, input) = self.w.dims2()?;
         let (rows, r) = (x.len() / input.max(1), a_t.len() / input.max(1));
         let mut scratch = Vec::new();
-        let xd = self.dropped(x, &mut scratch);
-        let mut low = vec![0f32; rows * r];
-        gemm_into(
-            &mut low,
-            false,
-            1.0,
-            View::new(xd, rows, input),
-            View::new(a_t, input, r),
-        );
+        let (_, low) = self.branch_input(x, a_t, &mut scratch)?;
         gemm_into(
             &mut y,
             true,
@@ -1026,15 +1035,7 @@ impl CustomOp3 for LoraLinear {
         let (out, input) = self.w.dims2()?;
         let (rows, r) = (xs.len() / input.max(1), a.len() / input.max(1));
         let mut scratch = Vec::new();
-        let xd = self.dropped(xs, &mut scratch);
-        let mut low = vec![0f32; rows * r];
-        gemm_into(
-            &mut low,
-            false,
-            1.0,
-            View::new(xd, rows, input),
-            View::new(a, input, r),
-        );
+        let (xd, low) = self.branch_input(xs, a, &mut scratch)?;
         let mut u = vec![0f32; rows * r];
         gemm_into(
             &mut u,
@@ -1232,9 +1233,14 @@ mod tests {
                 t.reshape((rows, len, n, d))?.transpose(1, 2)?.contiguous()
             };
             let q = split(&x[0], heads)?;
+            // Each key/value head repeated for the query heads of its group.
             let repeat = |t: &Tensor| -> Result<Tensor> {
-                let t = split(t, kv_heads)?;
-                candle_transformers::utils::repeat_kv(t, heads / kv_heads)?.contiguous()
+                let group = heads / kv_heads;
+                split(t, kv_heads)?
+                    .unsqueeze(2)?
+                    .broadcast_as((rows, kv_heads, group, len, d))?
+                    .contiguous()?
+                    .reshape((rows, heads, len, d))
             };
             let (k, v) = (repeat(&x[1])?, repeat(&x[2])?);
             let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(&mask)?;
